@@ -1,0 +1,114 @@
+"""The `lensdb` command line: parses arguments and calls library functions.
+
+Model libraries (torch, transformers) are imported only by the commands that need them,
+so `lensdb --help` and `lensdb query` start quickly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lensdb import __version__
+from lensdb.errors import LensdbError
+
+WAREHOUSE_HELP = "Warehouse folder [default: $LENSDB_WAREHOUSE or ./warehouse]."
+
+
+class _Main(click.Group):
+    """Turns LensdbError into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LensdbError as exc:
+            click.echo(f"lensdb: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("lensdb: interrupted; nothing was committed", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lensdb")
+def main():
+    """Logit-lens records of causal language models, as a Parquet warehouse with SQL views.
+
+    \b
+    lensdb extract MODEL         run a prompt set through a model, commit one run
+    lensdb query "SQL"           query every run with the versioned v1 views
+    lensdb export --out DIR      write the original experiment's JSON/CSV files
+    lensdb import-legacy DIR     bring legacy output folders into the warehouse
+    """
+
+
+def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@main.command()
+@click.argument("model")
+@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set: a name from prompts/ (seed, capitals) or a .yaml/.jsonl file.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_split_lenses, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm).")
+@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True, help="Top tokens kept per record.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: cuda, then mps, then cpu, by a conservative memory-fit estimate.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32.")
+@click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per forward pass.")
+@click.option("--keep-residuals", is_flag=True, help="Also store every residual vector (its own table, model dtype).")
+@click.option("--run-id", help="Id of the new run [default: UTC time and a random suffix].")
+@click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")
+@click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, quiet):
+    """Run a prompt set through MODEL and commit one run to the warehouse.
+
+    MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
+    layer x position record (top-k tokens, entropy, gold-token probability and rank,
+    KL to the final distribution, ...) is written as Parquet; the run becomes visible
+    only once it is completely written.
+
+    \b
+    Example:
+      lensdb extract ./models/stories260K --prompts story.jsonl --lens norm,raw
+    """
+    from lensdb.extract.engine import extract as run_extract
+
+    summary = run_extract(
+        model,
+        prompts=prompts,
+        warehouse=warehouse,
+        lenses=lenses,
+        top_k=top_k,
+        device=device,
+        dtype=dtype,
+        revision=revision,
+        batch_size=batch_size,
+        keep_residuals=keep_residuals,
+        run_id=run_id,
+        model_name=model_name,
+        seed=seed,
+        progress=not quiet,
+    )
+    if not quiet:
+        click.echo(_extract_summary(summary), err=True)
+
+
+def _extract_summary(summary) -> str:
+    check = "FLAGGED (see v1.last_layer_consistency)" if summary.last_layer_flagged else "ok"
+    lines = [
+        f"run        {summary.run_id}",
+        f"model      {summary.model}  ({summary.device}, {summary.dtype})",
+        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}",
+        f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
+        f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
+        f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
+        f"written    {summary.path}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

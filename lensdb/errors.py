@@ -1,0 +1,27 @@
+"""User-facing errors: each one is printed as a single line by the CLI."""
+
+
+class LensdbError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 2
+
+
+class ModelError(LensdbError):
+    """The model cannot be found, reached or used."""
+
+
+class PromptError(LensdbError):
+    """A prompt file or prompt is invalid."""
+
+
+class WarehouseError(LensdbError):
+    """The warehouse is missing, unwritable, empty or damaged."""
+
+
+class QueryError(LensdbError):
+    """A query failed."""
+
+
+class LegacyFormatError(LensdbError):
+    """A legacy file does not follow the legacy format."""

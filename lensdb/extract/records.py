@@ -1,0 +1,106 @@
+"""Tensors -> Arrow record batches in the warehouse schemas (no Python loops over rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from lensdb.extract.stats import NO_TOKEN, LensStats
+from lensdb.warehouse import schema
+
+
+@dataclass
+class RowIndex:
+    """What each real-token row of a batch is: its prompt (index into the prompt set) and position."""
+
+    prompt: np.ndarray  # int64 (rows,)
+    pos: np.ndarray  # int32 (rows,)
+    token_id: np.ndarray  # int32 (rows,)
+
+
+def records_batch(
+    stats: LensStats,
+    *,
+    lens: str,
+    layers: np.ndarray,
+    rows: RowIndex,
+    prompt_ids: pa.Array,
+    prompt_variants: pa.Array,
+    vocab: pa.Array,
+) -> pa.RecordBatch:
+    """One record per (layer, row); `stats` tensors are shaped (len(layers), len(rows), ...)."""
+    n_layers, n_rows = stats.entropy_bits.shape
+    n = n_layers * n_rows
+    prompt_of_row = np.tile(rows.prompt, n_layers)
+    token_ids = np.tile(rows.token_id, n_layers)
+    topk_ids = _numpy(stats.topk_ids).astype(np.int32).reshape(n, -1)
+    columns = {
+        "prompt_id": prompt_ids.take(prompt_of_row),
+        "prompt_variant": prompt_variants.take(prompt_of_row),
+        "lens": pa.array([lens], pa.string()).take(np.zeros(n, dtype=np.int64)),
+        "layer": pa.array(np.repeat(layers.astype(np.int32), n_rows)),
+        "pos": pa.array(np.tile(rows.pos, n_layers)),
+        "token_id": pa.array(token_ids),
+        "token": vocab.take(token_ids),
+        "entropy_bits": pa.array(_numpy(stats.entropy_bits).reshape(n)),
+        "topk_ids": _lists(pa.array(topk_ids.reshape(-1)), topk_ids.shape[1]),
+        "topk_tokens": _lists(vocab.take(topk_ids.reshape(-1)), topk_ids.shape[1]),
+        "topk_probs": _lists(pa.array(_numpy(stats.topk_probs).reshape(-1)), topk_ids.shape[1]),
+        "p_answer": _nullable_float(stats.p_answer, n),
+        "answer_rank": _nullable_rank(stats.answer_rank, n),
+        "p_paired_answer": _nullable_float(stats.p_paired_answer, n),
+        "paired_answer_rank": _nullable_rank(stats.paired_answer_rank, n),
+        "kl_to_final_bits": pa.array(_numpy(stats.kl_to_final_bits).reshape(n)),
+        "cos_to_final": pa.array(_numpy(stats.cos_to_final).reshape(n)),
+        "kl_vs_norm_bits": pa.array(_numpy(stats.kl_vs_norm_bits).reshape(n))
+        if stats.kl_vs_norm_bits is not None
+        else pa.nulls(n, pa.float64()),
+        "legacy_copy_collapse": pa.nulls(n, pa.bool_()),
+    }
+    return pa.RecordBatch.from_pydict(columns, schema=schema.RECORDS)
+
+
+def residuals_batch(
+    residuals: torch.Tensor, *, layers: np.ndarray, rows: RowIndex, prompt_ids: pa.Array, prompt_variants: pa.Array
+) -> pa.RecordBatch:
+    """One row per (layer, real token): the residual vector in the model's dtype (bfloat16 widened to float32)."""
+    n_layers, n_rows, d_model = residuals.shape
+    values = residuals.detach().cpu()
+    if values.dtype == torch.bfloat16:
+        values = values.float()
+    array = values.numpy().reshape(-1)
+    value_type = pa.float16() if values.dtype == torch.float16 else pa.float32()
+    prompt_of_row = np.tile(rows.prompt, n_layers)
+    table_schema = schema.residuals_schema(value_type, d_model)
+    return pa.RecordBatch.from_arrays(
+        [
+            prompt_ids.take(prompt_of_row),
+            prompt_variants.take(prompt_of_row),
+            pa.array(np.repeat(layers.astype(np.int32), n_rows)),
+            pa.array(np.tile(rows.pos, n_layers)),
+            pa.FixedSizeListArray.from_arrays(pa.array(array, value_type), d_model),
+        ],
+        schema=table_schema,
+    )
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _lists(values: pa.Array, width: int) -> pa.ListArray:
+    offsets = pa.array(np.arange(0, len(values) + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def _nullable_float(tensor: torch.Tensor, n: int) -> pa.Array:
+    values = _numpy(tensor).reshape(n)
+    return pa.array(values, mask=np.isnan(values))
+
+
+def _nullable_rank(tensor: torch.Tensor, n: int) -> pa.Array:
+    values = _numpy(tensor).reshape(n).astype(np.int32)
+    return pa.array(values, mask=values == NO_TOKEN)

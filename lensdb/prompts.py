@@ -1,0 +1,205 @@
+"""Prompt sets: YAML sets shipped in `prompts/` and user JSONL files, validated on load.
+
+A prompt is identified by (id, variant). Schema (YAML `prompts:` entries or JSONL lines):
+
+    id            required  string without whitespace, e.g. "pos", "capital_france"
+    text          required  the prompt text (non-empty)
+    variant       optional  default "orig"; e.g. "no_filler" for an ablation of the same id
+    role          optional  "pos" (default), "ctl" (default when control_of is set), "test", ...
+    gold          optional  the answer string, e.g. "Berlin"
+    control_of    optional  id of the prompt this control is paired with (same variant, else "orig")
+    temperatures  optional  list of temperatures at which the final distribution is also kept
+
+A YAML set has the top-level keys `lensdb_prompt_set: 1`, `name`, optional `description`
+and `prompts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lensdb.errors import PromptError
+from lensdb.resources import prompts_dir
+
+PROMPT_SET_SCHEMA_VERSION = 1
+DEFAULT_PROMPT_SET = "seed"
+
+_ID_PATTERN = re.compile(r"^[^\s]+$")
+_KEYS = {"id", "text", "variant", "role", "gold", "control_of", "temperatures"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    variant: str = "orig"
+    role: str = "pos"
+    gold: str | None = None
+    control_of: str | None = None
+    temperatures: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.id, self.variant)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    prompts: tuple[Prompt, ...]
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        canonical = json.dumps([asdict(p) for p in self.prompts], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def paired_prompt(self, prompt: Prompt) -> Prompt | None:
+        """The prompt a control is paired with: same id as control_of, same variant, else 'orig'."""
+        if prompt.control_of is None:
+            return None
+        by_key = self._by_key()
+        return by_key.get((prompt.control_of, prompt.variant)) or by_key.get((prompt.control_of, "orig"))
+
+    def primary(self) -> Prompt:
+        """The prompt the legacy JSON describes: the first positive 'orig' prompt, else the first prompt."""
+        return next((p for p in self.prompts if p.role == "pos" and p.variant == "orig"), self.prompts[0])
+
+    def _by_key(self) -> dict[tuple[str, str], Prompt]:
+        cached = self.__dict__.get("_by_key_cache")
+        if cached is None:
+            cached = {p.key: p for p in self.prompts}
+            object.__setattr__(self, "_by_key_cache", cached)
+        return cached
+
+
+def load_prompt_set(spec: str | Path | None = None) -> PromptSet:
+    """Load a prompt set by name (a YAML file in prompts/) or by path (.yaml/.yml/.jsonl)."""
+    spec = DEFAULT_PROMPT_SET if spec is None else str(spec)
+    path = _resolve(spec)
+    if path.suffix == ".jsonl":
+        name, raw = path.stem, _read_jsonl(path)
+    else:
+        name, raw = _read_yaml(path)
+    prompts = [_build_prompt(entry, where) for entry, where in raw]
+    prompt_set = PromptSet(name=name, prompts=tuple(prompts), source=str(path))
+    _check_set(prompt_set, [where for _, where in raw])
+    return prompt_set
+
+
+def available_prompt_sets() -> list[str]:
+    return sorted(p.stem for p in prompts_dir().glob("*.yaml"))
+
+
+def _resolve(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    shipped = prompts_dir() / f"{spec}.yaml"
+    if "/" not in spec and shipped.is_file():
+        return shipped
+    known = ", ".join(available_prompt_sets())
+    raise PromptError(f"prompt set not found: {spec} (a path to a .yaml/.jsonl file, or one of: {known})")
+
+
+def _read_jsonl(path: Path) -> list[tuple[dict, str]]:
+    entries = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PromptError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(entry, dict):
+                raise PromptError(f"{where}: expected a JSON object with keys id and text")
+            entries.append((entry, where))
+    if not entries:
+        raise PromptError(f"{path}: no prompts in file")
+    return entries
+
+
+def _read_yaml(path: Path) -> tuple[str, list[tuple[dict, str]]]:
+    import yaml
+
+    try:
+        document = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PromptError(f"{path}{line}: not valid YAML ({problem})") from None
+    if document is None or not isinstance(document, yaml.MappingNode):
+        raise PromptError(f"{path}: expected a mapping with keys lensdb_prompt_set, name, prompts")
+    top = yaml.SafeLoader("").construct_document(document)
+    version = top.get("lensdb_prompt_set")
+    if version != PROMPT_SET_SCHEMA_VERSION:
+        raise PromptError(f"{path}: lensdb_prompt_set must be {PROMPT_SET_SCHEMA_VERSION}, got {version!r}")
+    name = top.get("name")
+    if not isinstance(name, str) or not name:
+        raise PromptError(f"{path}: missing 'name'")
+    prompts_node = next((v for k, v in document.value if k.value == "prompts"), None)
+    if not isinstance(prompts_node, yaml.SequenceNode) or not prompts_node.value:
+        raise PromptError(f"{path}: 'prompts' must be a non-empty list")
+    entries = []
+    for node, entry in zip(prompts_node.value, top["prompts"]):
+        where = f"{path}:{node.start_mark.line + 1}"
+        if not isinstance(entry, dict):
+            raise PromptError(f"{where}: each prompt must be a mapping with keys id and text")
+        entries.append((entry, where))
+    return name, entries
+
+
+def _build_prompt(entry: dict, where: str) -> Prompt:
+    unknown = set(entry) - _KEYS
+    if unknown:
+        raise PromptError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_KEYS))})")
+    for key in ("id", "text"):
+        if key not in entry:
+            raise PromptError(f"{where}: missing '{key}'")
+    prompt_id, text = entry["id"], entry["text"]
+    if not isinstance(prompt_id, str) or not _ID_PATTERN.match(prompt_id):
+        raise PromptError(f"{where}: 'id' must be a non-empty string without whitespace, got {prompt_id!r}")
+    if not isinstance(text, str) or not text.strip():
+        raise PromptError(f"{where}: empty prompt text for id {prompt_id!r}")
+    optional = {}
+    for key in ("variant", "role", "gold", "control_of"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise PromptError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
+        optional[key] = value
+    if "role" not in optional:
+        optional["role"] = "ctl" if "control_of" in optional else "pos"
+    temperatures = entry.get("temperatures") or []
+    if not isinstance(temperatures, list) or not all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in temperatures
+    ):
+        raise PromptError(f"{where}: 'temperatures' must be a list of positive numbers")
+    return Prompt(id=prompt_id, text=text, temperatures=tuple(float(t) for t in temperatures), **optional)
+
+
+def _check_set(prompt_set: PromptSet, wheres: list[str]) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    ids = {p.id for p in prompt_set.prompts}
+    for prompt, where in zip(prompt_set.prompts, wheres):
+        if prompt.key in seen:
+            raise PromptError(f"{where}: duplicate prompt id {prompt.id!r} variant {prompt.variant!r} (first at {seen[prompt.key]})")
+        seen[prompt.key] = where
+        if prompt.control_of is not None:
+            if prompt.control_of not in ids:
+                raise PromptError(f"{where}: control_of names unknown prompt id {prompt.control_of!r}")
+            if prompt.control_of == prompt.id:
+                raise PromptError(f"{where}: a prompt cannot be its own control")
+            if prompt_set.paired_prompt(prompt) is None:
+                raise PromptError(
+                    f"{where}: control_of {prompt.control_of!r} has neither variant {prompt.variant!r} nor 'orig'"
+                )

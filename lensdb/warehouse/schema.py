@@ -1,0 +1,199 @@
+"""The warehouse's Parquet tables, schema version 1.
+
+Every run is one folder `runs/model=<model key>/run=<run id>/` holding one folder per
+table (`<table>/part-NNNNN.parquet`). Columns that hold probabilities and entropies
+are float32 (as the model computes them); KL divergences and other derived scalars
+are float64. Every file carries `lensdb.schema_version` and `lensdb.table` in its
+key-value metadata.
+
+Tables (one row per ...):
+  manifest                the run
+  prompts                 prompt
+  records                 prompt x lens x layer x position
+  finals                  prompt x temperature: the model's own next-token distribution
+  consistency             prompt x lens: last-layer lens vs model head, the parts SQL cannot derive
+  legacy_raw_lens_samples imported runs only: the legacy raw-vs-norm samples (raw records absent)
+  residuals               prompt x layer x position (only with --keep-residuals)
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+_str = pa.string()
+_i32 = pa.int32()
+_f32 = pa.float32()
+_f64 = pa.float64()
+_bool = pa.bool_()
+_ts = pa.timestamp("us")  # UTC, tz-naive (timezone-aware values need pytz in DuckDB's Python client)
+
+MANIFEST = pa.schema(
+    [
+        ("run_id", _str),
+        ("model", _str),  # hub id, or the directory name of a local model (or --model-name)
+        ("model_path", _str),  # absolute path of a local model directory
+        ("model_revision", _str),  # hub commit hash, or "local-<fingerprint>"
+        ("source", _str),  # "extract" or "legacy"
+        ("status", _str),  # "committed"
+        ("schema_version", _i32),
+        ("created_at", _ts),
+        ("finished_at", _ts),
+        ("lensdb_version", _str),
+        ("torch_version", _str),
+        ("transformers_version", _str),
+        ("transformer_lens_version", _str),
+        ("model_class", _str),  # Hugging Face architecture, e.g. LlamaForCausalLM
+        ("architecture", _str),  # "pre_norm" or "post_norm"
+        ("n_layers", _i32),
+        ("d_model", _i32),
+        ("n_heads", _i32),
+        ("d_vocab", _i32),
+        ("n_ctx", _i32),
+        ("dtype", _str),
+        ("device", _str),
+        ("lenses", pa.list_(_str)),
+        ("top_k", _i32),
+        ("prompt_set", _str),
+        ("prompt_set_sha256", _str),
+        ("seed", pa.int64()),
+        ("unembed_dtype", _str),
+        ("use_fp32_unembed", _bool),
+        ("first_block_ln1_type", _str),
+        ("final_ln_type", _str),
+        # Provenance strings of the legacy JSON's diagnostics block.
+        ("use_norm_lens", _bool),
+        ("layernorm_bias_fix", _str),
+        ("norm_alignment_fix", _str),
+        ("layer0_norm_fix", _str),
+        ("mixed_precision_fix", _str),
+        ("layer0_position_info", _str),
+        ("target_prediction", _str),
+        # Last-layer consistency of the final-norm lens vs the model head, over all prompts.
+        ("last_layer_max_kl_bits", _f64),
+        ("last_layer_top1_agreement", _f64),
+        ("last_layer_flagged", _bool),
+        ("legacy_blocks", pa.list_(_str)),  # JSON blocks an imported legacy file had
+    ]
+)
+
+PROMPTS = pa.schema(
+    [
+        ("prompt_index", _i32),
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("role", _str),
+        ("text", _str),
+        ("gold", _str),
+        ("control_of", _str),
+        ("paired_variant", _str),  # variant of the prompt named by control_of
+        ("temperatures", pa.list_(_f64)),
+        ("n_tokens", _i32),
+        ("token_ids", pa.list_(_i32)),
+        ("tokens", pa.list_(_str)),
+        ("context_ids", pa.list_(_i32)),  # the text's ids without special tokens (copy collapse, gold)
+        ("gold_alignment", _str),  # "ok" or "unresolved"; null without gold
+        ("gold_variant", _str),  # "with_space" or "no_space"
+        ("gold_first_id", _i32),
+        ("gold_answer_ids", pa.list_(_i32)),
+        ("gold_pieces", pa.list_(_str)),
+        ("paired_gold_first_id", _i32),
+    ]
+)
+
+RECORDS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("lens", _str),  # "norm", "final_ln" or "raw"
+        ("layer", _i32),  # 0 = embeddings, i = after block i-1
+        ("pos", _i32),
+        ("token_id", _i32),
+        ("token", _str),
+        ("entropy_bits", _f32),
+        ("topk_ids", pa.list_(_i32)),
+        ("topk_tokens", pa.list_(_str)),
+        ("topk_probs", pa.list_(_f32)),
+        ("p_answer", _f32),  # probability of the prompt's gold first token
+        ("answer_rank", _i32),  # 1 + number of tokens with strictly larger probability
+        ("p_paired_answer", _f32),  # same for the gold first token of the prompt named by control_of
+        ("paired_answer_rank", _i32),
+        ("kl_to_final_bits", _f64),  # KL(layer || model's final distribution at this position)
+        ("cos_to_final", _f32),  # cosine of this layer's logits and the model's final logits
+        ("kl_vs_norm_bits", _f64),  # KL(norm lens || this lens) at the same layer and position
+        ("legacy_copy_collapse", _bool),  # imported runs only: the legacy flag (token ids unknown)
+    ]
+)
+
+FINALS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("temperature", _f64),  # 1.0 = the model's own distribution
+        ("entropy_bits", _f32),
+        ("topk_ids", pa.list_(_i32)),
+        ("topk_tokens", pa.list_(_str)),
+        ("topk_probs", pa.list_(_f32)),
+    ]
+)
+
+CONSISTENCY = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("lens", _str),
+        ("temp_est", _f64),  # best scalar temperature of the last-layer lens logits
+        ("kl_after_temp_bits", _f64),
+        ("cfg_scale", _f64),  # the config's final logit scale, if any
+        ("cfg_softcap", _f64),  # the config's final logit softcap, if any
+        ("kl_after_scale_bits", _f64),
+        ("kl_after_softcap_bits", _f64),
+        ("kl_after_scale_then_softcap_bits", _f64),
+    ]
+)
+
+LEGACY_RAW_LENS_SAMPLES = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("layer", _i32),
+        ("kl_norm_vs_raw_bits", _f64),
+        ("top1_agree", _bool),
+        ("p_top1_norm", _f64),
+        ("p_top1_raw", _f64),
+        ("p_answer_norm", _f64),
+        ("p_answer_raw", _f64),
+        ("answer_rank_norm", _i32),
+        ("answer_rank_raw", _i32),
+        ("is_answer_norm", _bool),
+        ("is_answer_raw", _bool),
+    ]
+)
+
+
+def residuals_schema(value_type: pa.DataType, d_model: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("prompt_id", _str),
+            ("prompt_variant", _str),
+            ("layer", _i32),
+            ("pos", _i32),
+            ("resid", pa.list_(value_type, d_model)),
+        ]
+    )
+
+
+TABLES: dict[str, pa.Schema] = {
+    "manifest": MANIFEST,
+    "prompts": PROMPTS,
+    "records": RECORDS,
+    "finals": FINALS,
+    "consistency": CONSISTENCY,
+    "legacy_raw_lens_samples": LEGACY_RAW_LENS_SAMPLES,
+    "residuals": residuals_schema(_f32, 1),
+}
+
+
+def with_metadata(schema: pa.Schema, table: str) -> pa.Schema:
+    return schema.with_metadata({b"lensdb.schema_version": str(SCHEMA_VERSION).encode(), b"lensdb.table": table.encode()})

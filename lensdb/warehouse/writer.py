@@ -1,0 +1,166 @@
+"""Write one run: stream tables into a staging folder, then commit it atomically."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lensdb.errors import WarehouseError
+from lensdb.warehouse import layout
+from lensdb.warehouse.schema import with_metadata
+
+ROW_GROUP_ROWS = 65_536
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True)
+
+
+class RunWriter:
+    """Stages a run's tables; `commit()` makes the run visible, anything else removes it.
+
+    Use as a context manager: leaving the block without `commit()` (an error, Ctrl-C)
+    deletes the staging folder. A process killed outright leaves its staging folder
+    behind, which readers never see and the next writer on this host removes.
+    """
+
+    def __init__(self, warehouse: Path, model: str, run_id: str):
+        self.warehouse = warehouse
+        self.model = model
+        self.run_id = layout.check_run_id(run_id)
+        self.target = layout.run_dir(warehouse, model, run_id)
+        self.staging = warehouse / layout.STAGING_DIR / f"{run_id}@{os.getpid()}@{socket.gethostname()}"
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list[pa.RecordBatch]] = {}
+        self._pending_rows: dict[str, int] = {}
+        self.rows_written: dict[str, int] = {}
+        self.committed = False
+
+    def __enter__(self) -> "RunWriter":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.committed:
+            self.abort()
+
+    def open(self) -> None:
+        try:
+            (self.warehouse / layout.STAGING_DIR).mkdir(parents=True, exist_ok=True)
+            _remove_stale_staging(self.warehouse / layout.STAGING_DIR)
+            self.staging.mkdir()
+            probe = self.staging / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise WarehouseError(f"warehouse is not writable: {self.warehouse} ({exc.strerror or exc})") from None
+        if layout.find_run_dirs(self.warehouse, self.run_id):
+            self.abort()
+            raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}")
+
+    def append(self, table: str, data: pa.RecordBatch | pa.Table, schema: pa.Schema) -> None:
+        """Queue rows for `table`; they are written as row groups of about ROW_GROUP_ROWS rows."""
+        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
+        pending = self._pending.setdefault(table, [])
+        for batch in batches:
+            if batch.num_rows:
+                pending.append(batch)
+                self._pending_rows[table] = self._pending_rows.get(table, 0) + batch.num_rows
+        if table not in self._writers:
+            self._open_writer(table, schema)
+        if self._pending_rows.get(table, 0) >= ROW_GROUP_ROWS:
+            self._flush(table)
+
+    def write(self, table: str, data: pa.Table, schema: pa.Schema) -> None:
+        self.append(table, data, schema)
+
+    def _open_writer(self, table: str, schema: pa.Schema) -> None:
+        folder = self.staging / table
+        folder.mkdir(exist_ok=True)
+        self._writers[table] = pq.ParquetWriter(folder / "part-00000.parquet", with_metadata(schema, table), **PARQUET_OPTIONS)
+        self.rows_written[table] = 0
+
+    def _flush(self, table: str) -> None:
+        batches = self._pending.pop(table, [])
+        self._pending_rows[table] = 0
+        if not batches:
+            return
+        writer = self._writers[table]
+        writer.write_table(pa.Table.from_batches(batches).cast(writer.schema))
+        self.rows_written[table] += sum(b.num_rows for b in batches)
+
+    def commit(self, manifest: pa.Table, manifest_schema: pa.Schema) -> Path:
+        """Close every table, write the manifest last, and move the run into place."""
+        for table in list(self._writers):
+            self._flush(table)
+            self._writers.pop(table).close()
+        self.append("manifest", manifest, manifest_schema)
+        self._flush("manifest")
+        self._writers.pop("manifest").close()
+        _fsync_tree(self.staging)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(self.staging, self.target)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}") from None
+            raise WarehouseError(f"could not commit run {self.run_id}: {exc.strerror or exc}") from None
+        _fsync_dir(self.target.parent)
+        self.committed = True
+        return self.target
+
+    def abort(self) -> None:
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the folder is deleted anyway
+                pass
+        self._writers.clear()
+        self._pending.clear()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _remove_stale_staging(staging_root: Path) -> None:
+    """Delete staging folders of processes on this host that no longer exist."""
+    host = socket.gethostname()
+    for folder in staging_root.iterdir():
+        parts = folder.name.split("@")
+        if len(parts) != 3 or parts[2] != host or not parts[1].isdigit():
+            continue
+        if not _pid_alive(int(parts[1])):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(path if path.is_dir() else path.parent)
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -79,7 +79,7 @@ class RunSummary:
     bytes_on_disk: int
     last_layer_max_kl_bits: float
     last_layer_flagged: bool
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # time.perf_counter() marks, e.g. "loaded_at"
 
 
 def extract(
@@ -124,7 +124,8 @@ def extract(
         chosen_dtype = choose_dtype(dtype, chosen_device, getattr(config, "model_type", None), weight_bytes)
         torch.manual_seed(seed)
         loaded = load_model(source, config, chosen_device, chosen_dtype)
-        load_seconds = time.perf_counter() - t0
+        loaded_at = time.perf_counter()
+        load_seconds = loaded_at - t0
         if top_k > loaded.d_vocab:
             raise LensdbError(f"--top-k {top_k} exceeds the vocabulary size {loaded.d_vocab}")
         t1 = time.perf_counter()
@@ -152,6 +153,7 @@ def extract(
         bytes_on_disk=sum(p.stat().st_size for p in path.rglob("*.parquet")),
         last_layer_max_kl_bits=check.max_kl_bits,
         last_layer_flagged=check.flagged,
+        timings={"loaded_at": loaded_at},
     )
 
 

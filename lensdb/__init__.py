@@ -1,13 +1,13 @@
 """lensdb: logit-lens records of causal language models in a Parquet warehouse,
 analysed with versioned DuckDB SQL views.
 
-Importing lensdb is cheap: torch and the model libraries load only when
-`lensdb.extract` runs.
+Importing lensdb is cheap: torch and the model libraries load only when an
+extraction runs (`from lensdb.extract import extract`).
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "connect", "query", "extract"]
+__all__ = ["__version__", "connect", "query"]
 
 
 def connect(warehouse=None, *, read_only=False):
@@ -22,10 +22,3 @@ def query(sql, warehouse=None, *, format="arrow"):
     from lensdb.catalog import query as _query
 
     return _query(sql, warehouse, format=format)
-
-
-def extract(model, **options):
-    """Run a prompt set through `model` and commit one run to the warehouse (see `lensdb extract --help`)."""
-    from lensdb.extract.engine import extract as _extract
-
-    return _extract(model, **options)

@@ -99,6 +99,39 @@ def build_tiny_llama(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def build_tiny_gemma2(path: Path, seed: int = 0, softcap: float = 3.0) -> Path:
+    """Gemma-2: norms scale by (1 + w), embeddings by sqrt(d_model), final logits are soft-capped."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    tokenizer = _word_tokenizer()
+    torch.manual_seed(seed)
+    config = Gemma2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id or 0,
+        final_logit_softcapping=softcap,
+        tie_word_embeddings=False,
+    )
+    model = Gemma2ForCausalLM(config)
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__.endswith("RMSNorm"):
+                module.weight.uniform_(-0.5, 0.5)
+        model.lm_head.weight.mul_(40.0)  # logits large enough for the softcap to matter
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def build_tiny_gpt2(path: Path, seed: int = 0, tokenizer=None) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -133,6 +166,11 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma2(tmp_path_factory) -> Path:
+    return build_tiny_gemma2(tmp_path_factory.mktemp("models") / "tiny-gemma2")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lensdb.errors import ModelError
+
 
 @dataclass
 class PassOutput:
@@ -44,12 +46,18 @@ def run_pass(bridge, hook_names: list[str], sequences: list[list[int]], pad_id: 
         return hook
 
     with torch.inference_mode():
-        logits = bridge.run_with_hooks(
-            input_ids,
-            fwd_hooks=[(name, keeper(i)) for i, name in enumerate(hook_names)],
-            attention_mask=attention_mask,
-            return_type="logits",
-        )
+        try:
+            logits = bridge.run_with_hooks(
+                input_ids,
+                fwd_hooks=[(name, keeper(i)) for i, name in enumerate(hook_names)],
+                attention_mask=attention_mask,
+                return_type="logits",
+            )
+        except torch.OutOfMemoryError:
+            raise ModelError("out of memory in the forward pass: try a smaller --batch-size") from None
+        except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"the model's forward pass failed under transformer-lens: {message}") from None
         missing = [name for name, tensor in zip(hook_names, captured) if tensor is None]
         if missing:
             raise RuntimeError(f"hooks did not fire: {', '.join(missing)}")

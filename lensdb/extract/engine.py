@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-import lensdb
+import lensdb as lensdb_package
 from lensdb.errors import LensdbError, PromptError
 from lensdb.extract import capture, lens as lens_math, stats as lens_stats
 from lensdb.extract.device import choose_device, choose_dtype
@@ -452,7 +452,7 @@ def manifest_table(
         "schema_version": schema.SCHEMA_VERSION,
         "created_at": started.replace(tzinfo=None),
         "finished_at": finished.replace(tzinfo=None),
-        "lensdb_version": lensdb.__version__,
+        "lensdb_version": lensdb_package.__version__,
         "torch_version": torch.__version__,
         "transformers_version": _version("transformers"),
         "transformer_lens_version": _version("transformer-lens"),

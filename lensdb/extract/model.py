@@ -44,7 +44,7 @@ class LoadedModel:
     n_ctx: int
     dtype: torch.dtype
     device: torch.device
-    norms: dict[NormRef, Norm]
+    norms: dict[NormRef, Norm | None]
     unembed_weight: torch.Tensor  # (d_model, d_vocab), float32
     unembed_bias: torch.Tensor | None
     revision: str
@@ -126,12 +126,19 @@ def _hub_error(source: ModelSource, exc: Exception) -> ModelError:
 
 
 def check_causal_lm(config, source: ModelSource) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     model_type = getattr(config, "model_type", None)
     architectures = getattr(config, "architectures", None) or []
-    causal_names = ("ForCausalLM", "LMHeadModel")
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or any(a.endswith(causal_names) for a in architectures):
+    encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if architectures:
+        causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    else:
+        causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if causal and not encoder:
         return
     kind = ", ".join(architectures) or model_type or "unknown"
     raise ModelError(f"{source.load_from} is not a causal language model ({kind})")
@@ -152,7 +159,9 @@ def estimate_weight_bytes(source: ModelSource, config) -> int:
 
 def load_model(source: ModelSource, config, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # lensdb shows its own progress
     try:
         bridge = TransformerBridge.boot_transformers(
             source.load_from, device=str(device), dtype=dtype, revision=source.revision
@@ -168,12 +177,14 @@ def load_model(source: ModelSource, config, device: torch.device, dtype: torch.d
     unembed_weight = weight.float().t().contiguous() if half else weight.t()
     bias = getattr(unembed, "bias", None)
     unembed_bias = bias.detach().float() if bias is not None else None
-    norms: dict[NormRef, Norm] = {FINAL_NORM: infer_norm(bridge.ln_final._original_component)}
+    # Post-norm models (OPT with do_layer_norm_before=False) have no final norm: identity.
+    final_norm = getattr(getattr(bridge, "ln_final", None), "_original_component", None)
+    norms: dict[NormRef, Norm | None] = {FINAL_NORM: infer_norm(final_norm) if final_norm is not None else None}
     for i, block in enumerate(bridge.blocks):
         for slot in ("ln1", "ln2"):
-            component = getattr(block, slot, None)
-            if component is not None:
-                norms[(slot, i)] = infer_norm(component._original_component)
+            module = getattr(getattr(block, slot, None), "_original_component", None)
+            if module is not None:
+                norms[(slot, i)] = infer_norm(module)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return LoadedModel(
         source=source,

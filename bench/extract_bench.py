@@ -1,0 +1,839 @@
+"""Benchmark `lensdb extract` against the least possible work and against the seed's per-prompt loop.
+
+All phases see the same model and the same first N prompts of the `capitals` prompt set.
+Each measured phase runs in its own Python subprocess (this script re-invoked with
+`--phase`), so its peak memory is its own; a background thread samples the process's RSS
+(on CUDA: torch.cuda.memory_allocated) every 20 ms as (time.perf_counter(), bytes) pairs.
+
+  floor       The least work possible: plain transformers (AutoModelForCausalLM, eval,
+              eager attention), batched forward passes (lensdb's batch size, right padding
+              with an attention mask, prompts longest first), every layer's residual at
+              every real position (block 0's input, then each block's output, by hooks),
+              the "norm" lens (layer i -> block i's input norm, last layer -> final norm),
+              the unembedding of a whole chunk of layers x positions in one matmul (lensdb's
+              chunk budget), then vectorised log_softmax, entropy, top-20 and KL to the
+              model's final distribution. Nothing is written; results are discarded.
+  lensdb      lensdb.extract.engine.extract(model, lenses=("norm",), dtype="float32", ...)
+              end to end into a temporary warehouse. Its summary's load_seconds and
+              extract_seconds are reported as they are; the time compared with the floor is
+              the call's wall time minus load_seconds, which also counts the final Parquet
+              flush and the commit.
+  seed-style  The original experiment re-implemented: one prompt per forward pass, then a
+              Python loop over layers x positions: norm + unembedding of one residual
+              vector, softmax, torch.topk, one tokenizer.decode([id]) per listed token and
+              one row of the legacy records CSV (20 tokens at "verbose" positions, 5
+              elsewhere), plus one pure-next-token row per layer at the last position.
+              It is slow: `--seed-style-n M` runs it on the first M prompts and extrapolates
+              per prompt (the output says so); `--skip-seed-style` leaves it out.
+
+Time excludes model loading everywhere. Peak memory beyond the weights is the peak after
+the model is loaded minus the memory right after loading (lensdb: the sample at its
+summary.timings["loaded_at"] mark).
+
+Bytes on disk: the run's Parquet files versus (a) the seed-style CSVs as written (20/5 rule,
+records + pure-next-token files) and (b) a CSV with the same content as lensdb's records
+(top-20 at every position, the legacy records columns and dialect), written here from the
+lensdb run's records table (read with pyarrow).
+
+The default model is a GPT-2-small-shaped model with random weights (GPT2Config()
+defaults, 124M parameters, fixed seed) and the real GPT-2 tokenizer, built once into
+bench/out/models/gpt2-small-random; `--model DIR` uses any local model directory.
+
+Run (it is not a test):
+
+    .venv/bin/python bench/extract_bench.py --n 64 --json
+    .venv/bin/python bench/extract_bench.py --n 1000 --seed-style-n 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing lensdb
+
+OUT_DIR = BENCH_DIR / "out"
+DEFAULT_MODEL_DIR = OUT_DIR / "models" / "gpt2-small-random"
+GPT2_TOKENIZER_DIR = REPO.parent / "shared" / "fixtures" / "models" / "gpt2-tokenizer"
+MODEL_SEED = 0
+PROMPT_SET = "capitals"
+PROMPT_KEYS = ("id", "variant", "role", "gold", "control_of", "text", "temperatures")
+
+TOP_K = 20
+LEGACY_OTHER_K = 5  # the legacy rule: 20 tokens at verbose positions, 5 elsewhere
+VERBOSE_WORDS = ("germany", "berlin", "capital", "answer", "word", "simply")
+COPY_COLLAPSE_PROB = 0.95
+ENTROPY_COLLAPSE_BITS = 1.0
+NEXT_TOKEN_MARK = "⟨NEXT⟩"
+LN2 = math.log(2.0)
+SAMPLE_SECONDS = 0.02
+
+LEGACY_CSV = dict(delimiter=",", quotechar='"', quoting=csv.QUOTE_MINIMAL, escapechar="\\", lineterminator="\n")
+RECORDS_HEADER = (
+    ["prompt_id", "prompt_variant", "layer", "pos", "token", "entropy"]
+    + [name for i in range(1, TOP_K + 1) for name in (f"top{i}", f"prob{i}")]
+    + ["rest_mass"]
+)
+PURE_NEXT_TOKEN_HEADER = RECORDS_HEADER + [
+    "copy_collapse",
+    "entropy_collapse",
+    "is_answer",
+    "p_top1",
+    "p_top5",
+    "p_answer",
+    "kl_to_final_bits",
+    "answer_rank",
+    "cos_to_final",
+    "control_margin",
+]
+
+TARGETS = {  # name: (limit, "max" = value must not exceed it, "min" = must reach it)
+    "lensdb_over_floor": (1.15, "max"),
+    "seed_over_lensdb": (2.5, "min"),
+    "lensdb_peak_mem_beyond_weights_bytes": (1 << 30, "max"),
+    "parquet_over_csv": (0.35, "max"),
+}
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def ensure_model(model_dir: Path) -> Path:
+    """The random GPT-2-small model with the real GPT-2 tokenizer, built once."""
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    if not (GPT2_TOKENIZER_DIR / "tokenizer.json").is_file():
+        sys.exit(f"the GPT-2 tokenizer is missing: {GPT2_TOKENIZER_DIR} (or pass --model DIR)")
+    log(f"building a random GPT-2-small model in {model_dir} (once)")
+    torch.manual_seed(MODEL_SEED)
+    model = GPT2LMHeadModel(GPT2Config()).eval()
+    staging = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    AutoTokenizer.from_pretrained(GPT2_TOKENIZER_DIR).save_pretrained(staging)
+    staging.rename(model_dir)
+    return model_dir
+
+
+def write_prompts(n: int, path: Path) -> Path:
+    """The first n prompts of the capitals set as lensdb JSONL (a control follows its positive prompt)."""
+    from lensdb.prompts import load_prompt_set
+
+    prompts = load_prompt_set(PROMPT_SET).prompts
+    if not 1 <= n <= len(prompts):
+        sys.exit(f"--n must be between 1 and {len(prompts)}")
+    with path.open("w", encoding="utf-8") as handle:
+        for prompt in prompts[:n]:
+            entry = {key: getattr(prompt, key) for key in PROMPT_KEYS}
+            entry["temperatures"] = list(prompt.temperatures)
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_prompts(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    return requested
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class MemorySampler:
+    """Samples (time.perf_counter(), bytes in use) in a background thread."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        if device == "cuda":
+            import torch
+
+            self._read = torch.cuda.memory_allocated
+        else:
+            import psutil
+
+            process = psutil.Process()
+            self._read = lambda: process.memory_info().rss
+
+    def __enter__(self) -> "MemorySampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> int:
+        value = self._read()
+        self.samples.append((time.perf_counter(), value))
+        return value
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self.sample()
+
+    def value_at(self, mark: float) -> int:
+        """The last sample taken at or before `mark` (the first one if none was)."""
+        before = [value for t, value in self.samples if t <= mark]
+        return before[-1] if before else self.samples[0][1]
+
+    def peak_after(self, mark: float) -> int:
+        peak = max((value for t, value in self.samples if t >= mark), default=0)
+        if self.device == "cuda":
+            import torch
+
+            peak = max(peak, torch.cuda.max_memory_allocated())
+        return peak
+
+
+# --------------------------------------------------------------------------- the model, outside lensdb
+
+
+@dataclass
+class LensModel:
+    """A Hugging Face causal LM with what the norm lens needs: blocks, lens norms, unembedding."""
+
+    model: object
+    tokenizer: object
+    blocks: list
+    lens_norms: list  # module applied at layer 0..n_layers
+    unembed_weight: object  # (d_vocab, d_model)
+    unembed_bias: object | None
+    device: str
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+
+def load_lens_model(model_dir: str, device: str) -> LensModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model = model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = model.base_model
+    blocks = list(_first_attribute(base, ("h", "layers")))
+    input_norms = [_first_attribute(block, ("ln_1", "input_layernorm")) for block in blocks]
+    final_norm = _first_attribute(base, ("ln_f", "norm", "final_layernorm"))
+    head = model.get_output_embeddings()
+    return LensModel(
+        model=model,
+        tokenizer=tokenizer,
+        blocks=blocks,
+        lens_norms=input_norms + [final_norm],  # pre-norm: layer i -> block i's ln_1, last -> final norm
+        unembed_weight=head.weight.detach(),
+        unembed_bias=head.bias.detach() if getattr(head, "bias", None) is not None else None,
+        device=device,
+    )
+
+
+def _first_attribute(obj, names: tuple[str, ...]):
+    for name in names:
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    raise SystemExit(f"unsupported model: {type(obj).__name__} has none of {', '.join(names)}")
+
+
+def prompt_token_ids(tokenizer, text: str) -> list[int]:
+    """The tokens lensdb runs: the text's ids with BOS in front (as transformer-lens prepends it)."""
+    ids = list(tokenizer.encode(text))
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, bos)
+    return ids
+
+
+def capture_residuals(lm: LensModel, input_ids, attention_mask):
+    """Forward pass; returns residuals (n_layers + 1, real rows, d_model) and final logits (real rows, d_vocab)."""
+    import torch
+
+    real = attention_mask.bool()
+    captured: list = [None] * (lm.n_layers + 1)
+
+    def keep_input(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        captured[0] = hidden[real]
+
+    def keep_output(index):
+        def hook(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            captured[index] = hidden[real]
+
+        return hook
+
+    handles = [lm.blocks[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+    handles += [block.register_forward_hook(keep_output(i + 1)) for i, block in enumerate(lm.blocks)]
+    try:
+        with torch.inference_mode():
+            logits = lm.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(captured), logits[real].float()
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def loaded_memory(sampler: MemorySampler, device: str) -> tuple[float, int]:
+    """(mark, bytes) right after the model load; on CUDA the peak counter restarts there."""
+    synchronize(device)
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    mark = time.perf_counter()
+    return mark, sampler.sample()
+
+
+# --------------------------------------------------------------------------- phase: floor
+
+
+def run_floor_phase(args) -> dict:
+    import torch
+
+    with MemorySampler(args.device) as sampler:
+        lm = load_lens_model(args.model, args.device)
+        loaded_at, baseline = loaded_memory(sampler, args.device)
+        start = time.perf_counter()
+        prompts = read_prompts(Path(args.prompts))
+        sequences = sorted((prompt_token_ids(lm.tokenizer, p["text"]) for p in prompts), key=len, reverse=True)
+        pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        rows = 0
+        with torch.inference_mode():
+            for first in range(0, len(sequences), args.batch_size):
+                batch = sequences[first : first + args.batch_size]
+                input_ids, attention_mask = pad_right(batch, pad_id, args.device)
+                residuals, final_logits = capture_residuals(lm, input_ids, attention_mask)
+                rows += floor_lens_statistics(lm, residuals, final_logits, args.chunk_bytes)
+        synchronize(args.device)
+        seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "records": rows,
+        "peak_mem_beyond_weights_bytes": sampler.peak_after(loaded_at) - baseline,
+        "memory_after_load_bytes": baseline,
+        **machine_facts(args.device),
+    }
+
+
+def pad_right(sequences: list[list[int]], pad_id: int, device: str):
+    import torch
+
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def chunk_shape(n_rows: int, n_layers: int, d_vocab: int, chunk_bytes: int) -> tuple[int, int]:
+    """(positions, layers) per chunk of float32 logits, as lensdb splits a batch."""
+    rows_per_chunk = max(1, chunk_bytes // (d_vocab * 4))
+    positions = min(n_rows, rows_per_chunk)
+    return positions, min(n_layers, max(1, rows_per_chunk // positions))
+
+
+def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: int) -> int:
+    """Norm lens + unembedding + log_softmax, entropy, top-20, KL to final; returns the record count."""
+    import torch
+    import torch.nn.functional as F
+
+    n_layers, n_rows = residuals.shape[0], residuals.shape[1]
+    final_log_probs = torch.log_softmax(final_logits, dim=-1)
+    positions, layers = chunk_shape(n_rows, n_layers, lm.unembed_weight.shape[0], chunk_bytes)
+    for row_start in range(0, n_rows, positions):
+        rows = slice(row_start, row_start + positions)
+        for layer_start in range(0, n_layers, layers):
+            chunk_layers = range(layer_start, min(n_layers, layer_start + layers))
+            normalized = torch.stack([lm.lens_norms[layer](residuals[layer, rows]) for layer in chunk_layers])
+            logits = F.linear(normalized, lm.unembed_weight, lm.unembed_bias)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            probs = log_probs.exp()
+            entropy_bits = -(probs * log_probs).sum(dim=-1) / LN2
+            top_probs, top_ids = torch.topk(probs, TOP_K, dim=-1)
+            kl_bits = (probs * (log_probs - final_log_probs[rows])).sum(dim=-1) / LN2
+            del entropy_bits, top_probs, top_ids, kl_bits  # results discarded
+    return n_layers * n_rows
+
+
+# --------------------------------------------------------------------------- phase: lensdb
+
+
+def run_lensdb_phase(args) -> dict:
+    from lensdb.extract.engine import extract
+
+    with MemorySampler(args.device) as sampler:
+        start = time.perf_counter()
+        summary = extract(
+            args.model,
+            prompts=args.prompts,
+            warehouse=args.warehouse,
+            lenses=("norm",),
+            device=args.device,
+            dtype="float32",
+            batch_size=args.batch_size,
+            progress=False,
+        )
+        wall_seconds = time.perf_counter() - start
+    loaded_at = summary.timings["loaded_at"]
+    baseline = sampler.value_at(loaded_at)
+    records_dir = summary.path / "records"
+    return {
+        "load_seconds": summary.load_seconds,
+        "extract_seconds": summary.extract_seconds,
+        "wall_seconds": wall_seconds,
+        "seconds": wall_seconds - summary.load_seconds,
+        "records": summary.rows.get("records", 0),
+        "rows": summary.rows,
+        "run_path": str(summary.path),
+        "parquet_bytes": summary.bytes_on_disk,
+        "records_parquet_bytes": sum(p.stat().st_size for p in records_dir.rglob("*.parquet")),
+        "peak_mem_beyond_weights_bytes": sampler.peak_after(loaded_at) - baseline,
+        "memory_after_load_bytes": baseline,
+        "last_layer_max_kl_bits": summary.last_layer_max_kl_bits,
+        **machine_facts(args.device),
+    }
+
+
+# --------------------------------------------------------------------------- phase: seed-style
+
+
+@dataclass
+class SeedPrompt:
+    id: str
+    variant: str
+    input_ids: list[int]
+    tokens: list[str]
+    answer_id: int | None
+    paired_answer_id: int | None
+
+
+def prepare_seed_prompts(tokenizer, prompts: list[dict]) -> list[SeedPrompt]:
+    answer_of = {(p["id"], p["variant"]): _gold_first_id(tokenizer, p.get("gold")) for p in prompts}
+    prepared = []
+    for p in prompts:
+        ids = prompt_token_ids(tokenizer, p["text"])
+        paired = (p["control_of"], p["variant"]) if p.get("control_of") else None
+        prepared.append(
+            SeedPrompt(
+                id=p["id"],
+                variant=p["variant"],
+                input_ids=ids,
+                tokens=[tokenizer.decode([i]) for i in ids],
+                answer_id=answer_of[(p["id"], p["variant"])],
+                paired_answer_id=answer_of.get(paired) if paired else None,
+            )
+        )
+    return prepared
+
+
+def _gold_first_id(tokenizer, gold: str | None) -> int | None:
+    return tokenizer.encode(" " + gold, add_special_tokens=False)[0] if gold else None
+
+
+def is_verbose_position(token: str, pos: int, last_pos: int) -> bool:
+    """The legacy rule: the last position, or a token containing a word of interest."""
+    clean = token.strip().strip(".,!?;:").lower()
+    return pos == last_pos or any(word in clean for word in VERBOSE_WORDS)
+
+
+def run_seed_style_phase(args) -> dict:
+    import torch
+
+    lm = load_lens_model(args.model, args.device)
+    prompts = read_prompts(Path(args.prompts))[: args.seed_style_n]
+    csv_dir = Path(args.csv_dir)
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    records_path, next_token_path = csv_dir / "records.csv", csv_dir / "pure-next-token.csv"
+    synchronize(args.device)
+    start = time.perf_counter()
+    prepared = prepare_seed_prompts(lm.tokenizer, prompts)
+    with records_path.open("w", encoding="utf-8", newline="") as records_file, next_token_path.open(
+        "w", encoding="utf-8", newline=""
+    ) as next_token_file:
+        records, next_token = csv.writer(records_file, **LEGACY_CSV), csv.writer(next_token_file, **LEGACY_CSV)
+        records.writerow(RECORDS_HEADER)
+        next_token.writerow(PURE_NEXT_TOKEN_HEADER)
+        with torch.inference_mode():
+            for prompt in prepared:
+                seed_style_prompt(lm, prompt, records, next_token)
+    synchronize(args.device)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "prompts_run": len(prepared),
+        "records_csv_bytes": records_path.stat().st_size,
+        "pure_next_token_csv_bytes": next_token_path.stat().st_size,
+        **machine_facts(args.device),
+    }
+
+
+def seed_style_prompt(lm: LensModel, prompt: SeedPrompt, records, next_token) -> None:
+    """One forward pass for one prompt, then one lens distribution per (layer, position)."""
+    import torch
+
+    input_ids = torch.tensor([prompt.input_ids], device=lm.device)
+    residuals, final_logits = capture_residuals(lm, input_ids, torch.ones_like(input_ids))
+    last = len(prompt.input_ids) - 1
+    final_log_probs = torch.log_softmax(final_logits[last], dim=-1)
+    for layer in range(lm.n_layers + 1):
+        for pos in range(last + 1):
+            logits = lm.unembed_weight @ lm.lens_norms[layer](residuals[layer, pos])
+            if lm.unembed_bias is not None:
+                logits = logits + lm.unembed_bias
+            log_probs = torch.log_softmax(logits, dim=-1)
+            probs = log_probs.exp()
+            entropy = (-(probs * log_probs).sum() / LN2).item()
+            k = TOP_K if is_verbose_position(prompt.tokens[pos], pos, last) else LEGACY_OTHER_K
+            top_probs, top_ids = torch.topk(probs, k)
+            top_probs, top_ids = top_probs.tolist(), top_ids.tolist()
+            top_tokens = [lm.tokenizer.decode([i]) for i in top_ids]
+            records.writerow(legacy_row(prompt, layer, pos, prompt.tokens[pos], entropy, top_tokens, top_probs))
+            if pos == last:
+                row = legacy_row(prompt, layer, pos, NEXT_TOKEN_MARK, entropy, top_tokens, top_probs)
+                next_token.writerow(row + next_token_extras(prompt, logits, probs, log_probs, entropy, top_ids, top_probs, final_logits[last], final_log_probs))
+
+
+def legacy_row(prompt: SeedPrompt, layer: int, pos: int, token: str, entropy: float, tokens, probs) -> list:
+    cells = [prompt.id, prompt.variant, layer, pos, token, entropy]
+    for token_text, prob in zip(tokens, probs):
+        cells += [token_text, prob]
+    cells += [""] * (2 * (TOP_K - len(tokens)))
+    cells.append(1.0 - sum(probs))
+    return cells
+
+
+def next_token_extras(prompt: SeedPrompt, logits, probs, log_probs, entropy, top_ids, top_probs, final_logits, final_log_probs) -> list:
+    """The pure-next-token columns after rest_mass, for one layer at the last position."""
+    import torch
+
+    p_answer = answer_rank = control_margin = None
+    if prompt.answer_id is not None:
+        p_answer_t = probs[prompt.answer_id]
+        p_answer = p_answer_t.item()
+        answer_rank = int((probs > p_answer_t).sum().item()) + 1
+        if prompt.paired_answer_id is not None:
+            control_margin = p_answer - probs[prompt.paired_answer_id].item()
+    kl_bits = ((probs * (log_probs - final_log_probs)).sum() / LN2).item()
+    cos = torch.nn.functional.cosine_similarity(logits, final_logits, dim=0).item()
+    return [
+        top_ids[0] in prompt.input_ids and top_probs[0] > COPY_COLLAPSE_PROB,
+        entropy <= ENTROPY_COLLAPSE_BITS,
+        top_ids[0] == prompt.answer_id,
+        top_probs[0],
+        sum(top_probs[:5]),
+        p_answer,
+        kl_bits,
+        answer_rank,
+        cos,
+        control_margin,
+    ]
+
+
+# --------------------------------------------------------------------------- CSV with lensdb's content
+
+
+def write_same_content_csv(records_dir: Path, path: Path) -> int:
+    """lensdb's records as the legacy records CSV (top-20 everywhere); returns its size in bytes."""
+    import pyarrow.parquet as pq
+
+    columns = ["prompt_id", "prompt_variant", "layer", "pos", "token", "entropy_bits", "topk_tokens", "topk_probs"]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, **LEGACY_CSV)
+        writer.writerow(RECORDS_HEADER)
+        for part in sorted(records_dir.glob("*.parquet")):
+            for batch in pq.ParquetFile(part).iter_batches(columns=columns):
+                for r in batch.to_pylist():
+                    cells = [r["prompt_id"], r["prompt_variant"], r["layer"], r["pos"], r["token"], r["entropy_bits"]]
+                    for token, prob in zip(r["topk_tokens"], r["topk_probs"]):
+                        cells += [token, prob]
+                    cells.append(1.0 - sum(r["topk_probs"]))
+                    writer.writerow(cells)
+    return path.stat().st_size
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def machine_facts(device: str) -> dict:
+    import torch
+
+    facts = {"torch_threads": torch.get_num_threads(), "device": device}
+    if device == "cuda":
+        facts["device_name"] = torch.cuda.get_device_name()
+    return facts
+
+
+def run_phase(phase: str, args, work: Path, **extra) -> dict:
+    """Run one phase in a fresh interpreter; its stdout goes to our stderr, its result comes back as JSON."""
+    result_path = work / f"{phase}.json"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phase",
+        phase,
+        "--model",
+        str(args.model),
+        "--prompts",
+        str(work / "prompts.jsonl"),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--chunk-bytes",
+        str(args.chunk_bytes),
+        "--result",
+        str(result_path),
+    ]
+    for key, value in extra.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    log(f"phase {phase} ...")
+    subprocess.run(command, check=True, stdout=sys.stderr)
+    result = json.loads(result_path.read_text())
+    log(f"phase {phase}: {result['seconds']:.1f} s")
+    return result
+
+
+def run_benchmark(args) -> dict:
+    from lensdb.extract.engine import CHUNK_BYTES
+
+    args.device = resolve_device(args.device)
+    args.model = ensure_model(Path(args.model)) if args.model == str(DEFAULT_MODEL_DIR) else Path(args.model)
+    args.chunk_bytes = CHUNK_BYTES
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"run-n{args.n}-", dir=OUT_DIR))
+    try:
+        write_prompts(args.n, work / "prompts.jsonl")
+        floor = run_phase("floor", args, work)
+        lensdb_result = run_phase("lensdb", args, work, warehouse=work / "warehouse")
+        log("writing lensdb's records as a legacy CSV (top-20 everywhere) ...")
+        csv_same = write_same_content_csv(Path(lensdb_result["run_path"]) / "records", work / "same-content.csv")
+        seed = None
+        if not args.skip_seed_style:
+            seed_n = min(args.seed_style_n or args.n, args.n)
+            seed = run_phase("seed-style", args, work, seed_style_n=seed_n, csv_dir=work / "seed-style")
+        return summarize(args, floor, lensdb_result, seed, csv_same, work)
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def summarize(args, floor: dict, lensdb_result: dict, seed: dict | None, csv_same: int, work: Path) -> dict:
+    n = args.n
+    seed_summary, seed_per_prompt, csv_legacy = None, None, None
+    if seed is not None:
+        ran = seed["prompts_run"]
+        seed_per_prompt = seed["seconds"] / ran
+        legacy_bytes = seed["records_csv_bytes"] + seed["pure_next_token_csv_bytes"]
+        csv_legacy = round(legacy_bytes * n / ran)
+        seed_summary = {
+            "prompts_run": ran,
+            "extrapolated": ran < n,
+            "seconds_measured": seed["seconds"],
+            "seconds_per_prompt": seed_per_prompt,
+            "seconds": seed_per_prompt * n,
+            "records_csv_bytes_measured": seed["records_csv_bytes"],
+            "pure_next_token_csv_bytes_measured": seed["pure_next_token_csv_bytes"],
+        }
+    lensdb_per_prompt = lensdb_result["seconds"] / n
+    result = {
+        "n_prompts": n,
+        "batch_size": args.batch_size,
+        "model": str(args.model),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": lensdb_result["torch_threads"],
+            "device": args.device,
+            "device_name": lensdb_result.get("device_name") or platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "memory_measure": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "RSS (psutil, 20 ms)",
+        },
+        "floor": {**_phase_times(floor["seconds"], n), "records": floor["records"], "peak_mem_beyond_weights_bytes": floor["peak_mem_beyond_weights_bytes"]},
+        "lensdb": {
+            **_phase_times(lensdb_result["seconds"], n),
+            "load_seconds": lensdb_result["load_seconds"],
+            "extract_seconds": lensdb_result["extract_seconds"],
+            "wall_seconds": lensdb_result["wall_seconds"],
+            "records": lensdb_result["records"],
+            "rows": lensdb_result["rows"],
+            "records_parquet_bytes": lensdb_result["records_parquet_bytes"],
+            "peak_mem_beyond_weights_bytes": lensdb_result["peak_mem_beyond_weights_bytes"],
+            "last_layer_max_kl_bits": lensdb_result["last_layer_max_kl_bits"],
+        },
+        "seed_style": seed_summary,
+        "records_match": floor["records"] == lensdb_result["records"],
+        "lensdb_over_floor": lensdb_result["seconds"] / floor["seconds"],
+        "lensdb_extract_seconds_over_floor": lensdb_result["extract_seconds"] / floor["seconds"],
+        "seed_over_lensdb": seed_per_prompt / lensdb_per_prompt if seed_per_prompt else None,
+        "peak_mem_beyond_weights_bytes": {
+            "lensdb": lensdb_result["peak_mem_beyond_weights_bytes"],
+            "floor": floor["peak_mem_beyond_weights_bytes"],
+        },
+        "parquet_bytes": lensdb_result["parquet_bytes"],
+        "csv_bytes_same_content": csv_same,
+        "csv_bytes_same_content_source": "written from the lensdb run's records (pyarrow), legacy dialect, top-20 at every position",
+        "csv_bytes_legacy_rule": csv_legacy,
+        "csv_bytes_legacy_rule_extrapolated": bool(seed_summary and seed_summary["extrapolated"]),
+        "parquet_over_csv": lensdb_result["parquet_bytes"] / csv_same,
+        "records_parquet_over_csv": lensdb_result["records_parquet_bytes"] / csv_same,
+        "parquet_over_csv_legacy_rule": lensdb_result["parquet_bytes"] / csv_legacy if csv_legacy else None,
+    }
+    result["targets"] = check_targets(result)
+    if args.keep:
+        result["kept"] = str(work)
+    return result
+
+
+def _phase_times(seconds: float, n: int) -> dict:
+    return {"seconds": seconds, "seconds_per_prompt": seconds / n}
+
+
+def check_targets(result: dict) -> dict:
+    values = {
+        "lensdb_over_floor": result["lensdb_over_floor"],
+        "seed_over_lensdb": result["seed_over_lensdb"],
+        "lensdb_peak_mem_beyond_weights_bytes": result["peak_mem_beyond_weights_bytes"]["lensdb"],
+        "parquet_over_csv": result["parquet_over_csv"],
+    }
+    checks = {}
+    for name, (limit, kind) in TARGETS.items():
+        value = values[name]
+        met = None if value is None else (value <= limit if kind == "max" else value >= limit)
+        checks[name] = {"value": value, "limit": limit, "kind": kind, "met": met}
+    return checks
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_table(result: dict, stream) -> None:
+    n = result["n_prompts"]
+    floor, lensdb_r, seed = result["floor"], result["lensdb"], result["seed_style"]
+    machine = result["machine"]
+    say = lambda line="": print(line, file=stream)  # noqa: E731
+    say(f"N={n} prompts, batch size {result['batch_size']}, device {machine['device']} ({machine['device_name']}), "
+        f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads")
+    say(f"{'phase':<28}{'seconds':>10}{'s/prompt':>11}  ratio")
+    say(f"{'floor':<28}{floor['seconds']:>10.2f}{floor['seconds_per_prompt']:>11.4f}  1.00")
+    say(f"{'lensdb (wall - load)':<28}{lensdb_r['seconds']:>10.2f}{lensdb_r['seconds_per_prompt']:>11.4f}  "
+        f"{result['lensdb_over_floor']:.2f} x floor")
+    say(f"{'  summary.extract_seconds':<28}{lensdb_r['extract_seconds']:>10.2f}{lensdb_r['extract_seconds'] / n:>11.4f}  "
+        f"{result['lensdb_extract_seconds_over_floor']:.2f} x floor")
+    say(f"{'  summary.load_seconds':<28}{lensdb_r['load_seconds']:>10.2f}")
+    if seed:
+        label = "seed-style" + (f" (est. from {seed['prompts_run']})" if seed["extrapolated"] else "")
+        say(f"{label:<28}{seed['seconds']:>10.2f}{seed['seconds_per_prompt']:>11.4f}  "
+            f"{result['seed_over_lensdb']:.2f} x lensdb")
+    else:
+        say(f"{'seed-style':<28}{'skipped':>10}")
+    say(f"records: floor {floor['records']}, lensdb {lensdb_r['records']} ({'match' if result['records_match'] else 'MISMATCH'})")
+    mem = result["peak_mem_beyond_weights_bytes"]
+    say(f"peak memory beyond weights: lensdb {_mib(mem['lensdb'])}, floor {_mib(mem['floor'])} ({machine['memory_measure']})")
+    legacy = result["csv_bytes_legacy_rule"]
+    legacy_text = "skipped" if legacy is None else _mib(legacy) + (" (extrapolated)" if result["csv_bytes_legacy_rule_extrapolated"] else "")
+    say(f"bytes: parquet {_mib(result['parquet_bytes'])} (records {_mib(lensdb_r['records_parquet_bytes'])}), "
+        f"CSV same content {_mib(result['csv_bytes_same_content'])}, CSV legacy 20/5 rule {legacy_text}")
+    say(f"parquet / CSV same content: {result['parquet_over_csv']:.3f} (records only {result['records_parquet_over_csv']:.3f})")
+    say("targets:")
+    for name, check in result["targets"].items():
+        value = check["value"]
+        shown = "n/a" if value is None else (_mib(value) if name.endswith("bytes") else f"{value:.3f}")
+        limit = _mib(check["limit"]) if name.endswith("bytes") else check["limit"]
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[check["met"]]
+        say(f"  {name:<40}{shown:>12}  {'<=' if check['kind'] == 'max' else '>='} {limit}  {verdict}")
+
+
+def _mib(value: int) -> str:
+    return f"{value / (1 << 20):.1f} MiB"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+PHASES = {"floor": run_floor_phase, "lensdb": run_lensdb_phase, "seed-style": run_seed_style_phase}
+
+
+def parse_args(argv=None):
+    from lensdb.extract.engine import DEFAULT_BATCH_SIZE
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="See the module docstring for the phases.")
+    parser.add_argument("--n", type=int, default=64, help="the first N prompts of the capitals set (default 64)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"default: lensdb's ({DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="a local model directory (default: random GPT-2 small)")
+    parser.add_argument("--skip-seed-style", action="store_true", help="leave the slow seed-style loop out")
+    parser.add_argument("--seed-style-n", type=int, help="run seed-style on the first M prompts only and extrapolate to N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (warehouse, CSVs) under bench/out/")
+    # Internal: one phase in this process (the orchestrator runs each so; handy for profiling).
+    parser.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--prompts", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--warehouse", help=argparse.SUPPRESS)
+    parser.add_argument("--csv-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-bytes", type=int, default=128 << 20, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.seed_style_n is not None and args.seed_style_n < 1:
+        parser.error("--seed-style-n must be at least 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.phase:
+        result = PHASES[args.phase](args)
+        Path(args.result).write_text(json.dumps(result)) if args.result else print(json.dumps(result, indent=2))
+        return
+    result = run_benchmark(args)
+    print_table(result, sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

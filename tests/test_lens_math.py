@@ -1,0 +1,125 @@
+"""Pure lens functions: norm selection per architecture, the norms themselves, the projection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lensdb.extract import lens
+from lensdb.extract.engine import lens_logits
+from lensdb.extract.stats import NO_TOKEN, head_consistency, kl_bits, lens_statistics
+
+
+@pytest.mark.parametrize(
+    "architecture, layer, expected",
+    [
+        ("pre_norm", 0, ("ln1", 0)),
+        ("pre_norm", 1, ("ln1", 1)),
+        ("pre_norm", 3, ("ln1", 3)),
+        ("pre_norm", 4, ("final", -1)),
+        ("post_norm", 0, ("ln1", 0)),
+        ("post_norm", 1, ("ln2", 0)),
+        ("post_norm", 4, ("ln2", 3)),
+    ],
+)
+def test_norm_lens_selection(architecture, layer, expected):
+    assert lens.norm_for("norm", layer, 4, architecture) == expected
+
+
+def test_other_lenses_ignore_architecture():
+    for architecture in ("pre_norm", "post_norm"):
+        assert [lens.norm_for("final_ln", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
+        assert [lens.norm_for("raw", i, 4, architecture) for i in range(5)] == [None] * 5
+    with pytest.raises(ValueError):
+        lens.norm_for("tuned", 0, 4, "pre_norm")
+
+
+def test_rms_norm_has_epsilon_inside_the_square_root():
+    x = torch.tensor([[3.0, 4.0]])
+    weight = torch.tensor([2.0, 0.5])
+    out = lens.apply_norm(x, lens.Norm("rms", eps=1.0, weight=weight))
+    expected = x / torch.sqrt((x**2).mean() + 1.0) * weight
+    assert torch.allclose(out, expected)
+
+
+def test_norms_match_torch_and_compute_in_float32():
+    torch.manual_seed(0)
+    x = torch.randn(5, 16, dtype=torch.float16)
+    w, b = torch.rand(16) + 0.5, torch.randn(16)
+    layer = lens.apply_norm(x, lens.Norm("layer", 1e-5, w, b))
+    assert layer.dtype == torch.float32
+    assert torch.allclose(layer, torch.nn.functional.layer_norm(x.float(), (16,), w, b, 1e-5), atol=1e-5)
+    rms = lens.apply_norm(x, lens.Norm("rms", 1e-6, w))
+    assert torch.allclose(rms, torch.nn.functional.rms_norm(x.float(), (16,), w, 1e-6), atol=1e-5)
+    assert torch.equal(lens.apply_norm(x, None), x.float())
+
+
+def test_projection_applies_the_bias():
+    x, w, b = torch.randn(2, 3, 4), torch.randn(4, 7), torch.randn(7)
+    assert torch.allclose(lens.project(x, w, b), x @ w + b, atol=1e-6)
+    assert torch.allclose(lens.project(x, w, None), x @ w, atol=1e-6)
+
+
+class _PostNormModel:
+    """Just what lens_logits reads: a post-norm model whose norms scale by recognisable factors."""
+
+    n_layers = 2
+    architecture = "post_norm"
+    unembed_weight = torch.eye(4)
+    unembed_bias = None
+
+    def __init__(self):
+        def scaled(factor):
+            return lens.Norm("rms", 0.0, torch.full((4,), float(factor)))
+
+        self.norms = {("ln1", 0): scaled(10), ("ln1", 1): scaled(11), ("ln2", 0): scaled(20), ("ln2", 1): scaled(21), ("final", -1): None}
+
+
+def test_post_norm_model_uses_each_blocks_own_second_norm():
+    residual = torch.ones(3, 1, 4)  # rms 1: the norm leaves only its scale
+    logits = lens_logits(_PostNormModel(), "norm", residual, np.arange(3))
+    assert logits[:, 0, 0].tolist() == [10.0, 20.0, 21.0]
+    assert torch.equal(lens_logits(_PostNormModel(), "final_ln", residual, np.arange(3)), residual)
+
+
+def test_statistics_against_plain_definitions():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 50) * 3
+    final = torch.randn(3, 50) * 3
+    stats = lens_statistics(
+        logits,
+        final_log_probs=torch.log_softmax(final, -1),
+        final_logits_unit=final / final.norm(dim=-1, keepdim=True),
+        answer_ids=torch.tensor([4, NO_TOKEN, 7]),
+        paired_ids=torch.tensor([NO_TOKEN, 2, 7]),
+        top_k=5,
+    )
+    p = torch.softmax(logits.double(), -1)
+    q = torch.softmax(final.double(), -1)
+    assert torch.allclose(stats.entropy_bits.double(), -(p * p.log2()).sum(-1), atol=1e-5)
+    assert torch.allclose(stats.kl_to_final_bits, (p * (p.log2() - q.log2())).sum(-1), atol=1e-5)
+    assert torch.allclose(stats.topk_probs.double(), p.sort(-1, descending=True).values[..., :5], atol=1e-6)
+    assert torch.allclose(stats.p_answer[:, 0].double(), p[:, 0, 4], atol=1e-6)
+    assert torch.isnan(stats.p_answer[:, 1]).all() and (stats.answer_rank[:, 1] == NO_TOKEN).all()
+    expected_rank = 1 + (p[:, 2] > p[:, 2, 7:8]).sum(-1)
+    assert torch.equal(stats.answer_rank[:, 2], expected_rank)
+    assert torch.equal(stats.paired_answer_rank[:, 2], expected_rank)
+    cos = torch.nn.functional.cosine_similarity(logits, final.expand_as(logits), dim=-1)
+    assert torch.allclose(stats.cos_to_final, cos, atol=1e-6)
+
+
+def test_head_consistency_finds_the_temperature():
+    torch.manual_seed(2)
+    z = torch.randn(100) * 4
+    grid = torch.logspace(-1, 1, 25)
+    true_temperature = float(grid[17])
+    head = torch.log_softmax(z / true_temperature, -1)
+    fit = head_consistency(z, head, scale=None, softcap=None)
+    assert fit.temp_est == pytest.approx(true_temperature) and fit.kl_after_temp_bits < 1e-6
+    assert fit.kl_after_scale_bits is None and fit.kl_after_softcap_bits is None
+    capped = torch.log_softmax(torch.tanh(z / 3.0) * 3.0, -1)
+    fit = head_consistency(z, capped, scale=2.0, softcap=3.0)
+    assert fit.kl_after_softcap_bits < 1e-6
+    assert fit.kl_after_scale_bits == pytest.approx(float(kl_bits(torch.log_softmax(z / 2.0, -1), capped)))
+    assert fit.kl_after_scale_then_softcap_bits is not None

@@ -640,7 +640,6 @@ def run_phase(phase: str, args, work: Path, **extra) -> dict:
 def run_benchmark(args) -> dict:
     from lensdb.extract.engine import CHUNK_BYTES
 
-    args.device = resolve_device(args.device)
     args.model = ensure_model(Path(args.model)) if args.model == str(DEFAULT_MODEL_DIR) else Path(args.model)
     args.chunk_bytes = CHUNK_BYTES
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -825,6 +824,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.device = resolve_device(args.device)
     if args.phase:
         result = PHASES[args.phase](args)
         Path(args.result).write_text(json.dumps(result)) if args.result else print(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ so `lensdb --help` and `lensdb query` start quickly.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -107,6 +108,62 @@ def _extract_summary(summary) -> str:
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
         f"written    {summary.path}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
     ]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("sql", required=False)
+@click.option("--file", "sql_file", type=click.Path(dir_okay=False), help="Read the SQL from a file.")
+@click.option("--name", help="Run a named query shipped with lensdb (see --list).")
+@click.option("--list", "list_only", is_flag=True, help="List the named queries and the v1 views, then exit.")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="json is an array of row objects; parquet needs --out.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of stdout.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def query(sql, sql_file, name, list_only, output_format, out, warehouse):
+    """Run SQL against every committed run, with the versioned v1 views.
+
+    \b
+    Views: v1.runs, v1.prompts, v1.records, v1.pure_next_token, v1.diagnostics,
+    v1.control_summary, v1.ablation_summary, v1.raw_lens_check, v1.raw_lens_summary,
+    v1.last_layer_consistency, v1.final_predictions, v1.residuals; macros
+    v1.diagnostics_with(threshold, margin, k) and v1.pure_next_token_with(...).
+
+    \b
+    Examples:
+      lensdb query "SELECT model, L_semantic FROM v1.diagnostics WHERE lens = 'norm'"
+      lensdb query --name semantic_collapse --format csv --out collapse.csv
+      lensdb query "FROM v1.diagnostics_with(threshold := 0.9, k := 2)"
+    """
+    from lensdb import catalog
+    from lensdb.output import write_result
+
+    if list_only:
+        click.echo(_listing(catalog))
+        return
+    given = [x for x in (sql, sql_file, name) if x]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of: SQL, --file FILE, --name NAME")
+    if sql_file:
+        try:
+            sql = Path(sql_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LensdbError(f"cannot read {sql_file}: {exc.strerror or exc}") from None
+    elif name:
+        sql = catalog.named_query(name).sql
+    if output_format == "parquet" and not out:
+        raise click.UsageError("--format parquet needs --out FILE")
+    table = catalog.query(sql, warehouse)
+    write_result(table, output_format, out)
+
+
+def _listing(catalog) -> str:
+    lines = ["Named queries (lensdb query --name NAME):"]
+    for named in catalog.named_queries().values():
+        lines.append(f"  {named.name:<22} {named.description}")
+    lines.append("")
+    lines.append("Views and macros (version, what):")
+    for view, version, what in catalog.public_views():
+        lines.append(f"  {view:<34} v{version}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import torch
 
 import lensdb as lensdb_package
@@ -300,10 +301,12 @@ def _run_batches(
 
 def _row_index(batch: list[PreparedPrompt]) -> RowIndex:
     lengths = [len(p.input_ids) for p in batch]
+    pos = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
     return RowIndex(
         prompt=np.repeat(np.array([p.index for p in batch], dtype=np.int64), lengths),
-        pos=np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+        pos=pos,
         token_id=np.concatenate([np.array(p.input_ids, dtype=np.int32) for p in batch]),
+        is_last=pos == np.repeat(np.array(lengths, dtype=np.int32) - 1, lengths),
     )
 
 
@@ -323,7 +326,7 @@ def _write_lens_records(model, output, batch, rows, lenses, top_k, chunk_bytes, 
     compare_with_norm = "norm" in lenses and len(lenses) > 1
     for row_start in range(0, n_rows, positions_per_chunk):
         row_slice = slice(row_start, row_start + positions_per_chunk)
-        chunk_rows = RowIndex(rows.prompt[row_slice], rows.pos[row_slice], rows.token_id[row_slice])
+        chunk_rows = rows.take(row_slice)
         for layer_start in range(0, n_layers, layers_per_chunk):
             layers = np.arange(layer_start, min(n_layers, layer_start + layers_per_chunk))
             residuals = output.residuals[layer_start : layers[-1] + 1, row_slice]
@@ -344,19 +347,23 @@ def _write_lens_records(model, output, batch, rows, lenses, top_k, chunk_bytes, 
                     norm_log_probs = result.log_probs
                     result.kl_vs_norm_bits = torch.zeros_like(result.kl_to_final_bits) if compare_with_norm else None
                 del logits
-                writer.append(
-                    "records",
-                    records_batch(
-                        result,
-                        lens=lens,
-                        layers=layers,
-                        rows=chunk_rows,
-                        prompt_ids=prompt_ids,
-                        prompt_variants=prompt_variants,
-                        vocab=vocab,
-                    ),
-                    schema.RECORDS,
+                batch_records = records_batch(
+                    result,
+                    lens=lens,
+                    layers=layers,
+                    rows=chunk_rows,
+                    prompt_ids=prompt_ids,
+                    prompt_variants=prompt_variants,
+                    vocab=vocab,
                 )
+                append_records(writer, batch_records)
+
+
+def append_records(writer: RunWriter, batch: pa.RecordBatch) -> None:
+    """Last-position rows go to a file of their own, so next-token queries skip the rest."""
+    last = batch.column("is_last_pos")
+    writer.append("records", batch.filter(last), schema.RECORDS, part="next")
+    writer.append("records", batch.filter(pa.compute.invert(last)), schema.RECORDS)
 
 
 def lens_logits(model: LoadedModel, lens: str, residuals: torch.Tensor, layers: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,10 @@ class RowIndex:
     prompt: np.ndarray  # int64 (rows,)
     pos: np.ndarray  # int32 (rows,)
     token_id: np.ndarray  # int32 (rows,)
+    is_last: np.ndarray  # bool (rows,): the prompt's last position
+
+    def take(self, index) -> "RowIndex":
+        return RowIndex(self.prompt[index], self.pos[index], self.token_id[index], self.is_last[index])
 
 
 def records_batch(
@@ -43,6 +47,7 @@ def records_batch(
         "lens": pa.array([lens], pa.string()).take(np.zeros(n, dtype=np.int64)),
         "layer": pa.array(np.repeat(layers.astype(np.int32), n_rows)),
         "pos": pa.array(np.tile(rows.pos, n_layers)),
+        "is_last_pos": pa.array(np.tile(rows.is_last, n_layers)),
         "token_id": pa.array(token_ids),
         "token": vocab.take(token_ids),
         "entropy_bits": pa.array(_numpy(stats.entropy_bits).reshape(n)),

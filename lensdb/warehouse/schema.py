@@ -109,6 +109,7 @@ RECORDS = pa.schema(
         ("lens", _str),  # "norm", "final_ln" or "raw"
         ("layer", _i32),  # 0 = embeddings, i = after block i-1
         ("pos", _i32),
+        ("is_last_pos", _bool),  # the prompt's last position ("pure next token"); stored in row groups of their own
         ("token_id", _i32),
         ("token", _str),
         ("entropy_bits", _f32),

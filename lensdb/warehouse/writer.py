@@ -33,9 +33,10 @@ class RunWriter:
         self.run_id = layout.check_run_id(run_id)
         self.target = layout.run_dir(warehouse, model, run_id)
         self.staging = warehouse / layout.STAGING_DIR / f"{run_id}@{os.getpid()}@{socket.gethostname()}"
-        self._writers: dict[str, pq.ParquetWriter] = {}
-        self._pending: dict[str, list[pa.RecordBatch]] = {}
-        self._pending_rows: dict[str, int] = {}
+        # Keyed by (table, part): a table may be written as several files ("part" names them).
+        self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
+        self._pending: dict[tuple[str, str], list[pa.RecordBatch]] = {}
+        self._pending_rows: dict[tuple[str, str], int] = {}
         self.rows_written: dict[str, int] = {}
         self.committed = False
 
@@ -61,45 +62,47 @@ class RunWriter:
             self.abort()
             raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}")
 
-    def append(self, table: str, data: pa.RecordBatch | pa.Table, schema: pa.Schema) -> None:
-        """Queue rows for `table`; they are written as row groups of about ROW_GROUP_ROWS rows."""
+    def append(self, table: str, data: pa.RecordBatch | pa.Table, schema: pa.Schema, part: str = "part") -> None:
+        """Queue rows for `table` (file `<part>-00000.parquet`); written in row groups of about ROW_GROUP_ROWS rows."""
+        key = (table, part)
         batches = data.to_batches() if isinstance(data, pa.Table) else [data]
-        pending = self._pending.setdefault(table, [])
+        pending = self._pending.setdefault(key, [])
         for batch in batches:
             if batch.num_rows:
                 pending.append(batch)
-                self._pending_rows[table] = self._pending_rows.get(table, 0) + batch.num_rows
-        if table not in self._writers:
-            self._open_writer(table, schema)
-        if self._pending_rows.get(table, 0) >= ROW_GROUP_ROWS:
-            self._flush(table)
+                self._pending_rows[key] = self._pending_rows.get(key, 0) + batch.num_rows
+        if key not in self._writers:
+            self._open_writer(key, schema)
+        if self._pending_rows.get(key, 0) >= ROW_GROUP_ROWS:
+            self._flush(key)
 
     def write(self, table: str, data: pa.Table, schema: pa.Schema) -> None:
         self.append(table, data, schema)
 
-    def _open_writer(self, table: str, schema: pa.Schema) -> None:
+    def _open_writer(self, key: tuple[str, str], schema: pa.Schema) -> None:
+        table, part = key
         folder = self.staging / table
         folder.mkdir(exist_ok=True)
-        self._writers[table] = pq.ParquetWriter(folder / "part-00000.parquet", with_metadata(schema, table), **PARQUET_OPTIONS)
-        self.rows_written[table] = 0
+        self._writers[key] = pq.ParquetWriter(folder / f"{part}-00000.parquet", with_metadata(schema, table), **PARQUET_OPTIONS)
+        self.rows_written.setdefault(table, 0)
 
-    def _flush(self, table: str) -> None:
-        batches = self._pending.pop(table, [])
-        self._pending_rows[table] = 0
+    def _flush(self, key: tuple[str, str]) -> None:
+        batches = self._pending.pop(key, [])
+        self._pending_rows[key] = 0
         if not batches:
             return
-        writer = self._writers[table]
+        writer = self._writers[key]
         writer.write_table(pa.Table.from_batches(batches).cast(writer.schema))
-        self.rows_written[table] += sum(b.num_rows for b in batches)
+        self.rows_written[key[0]] += sum(b.num_rows for b in batches)
 
     def commit(self, manifest: pa.Table, manifest_schema: pa.Schema) -> Path:
         """Close every table, write the manifest last, and move the run into place."""
-        for table in list(self._writers):
-            self._flush(table)
-            self._writers.pop(table).close()
+        for key in list(self._writers):
+            self._flush(key)
+            self._writers.pop(key).close()
         self.append("manifest", manifest, manifest_schema)
-        self._flush("manifest")
-        self._writers.pop("manifest").close()
+        self._flush(("manifest", "part"))
+        self._writers.pop(("manifest", "part")).close()
         _fsync_tree(self.staging)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         try:

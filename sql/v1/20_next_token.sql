@@ -1,0 +1,79 @@
+-- view:    v1.pure_next_token, v1.pure_next_token_with(threshold, margin, k), helper macros
+-- version: 1
+-- what:    every layer of every prompt's last position ("pure next token"), with the flags
+--          and metrics of the original experiment:
+--            copy_collapse     the top-1 ids of the last k layers (this one included) occur
+--                              contiguously in the prompt's ids (without special tokens), AND
+--                              p_top1 > threshold AND p_top1 - p_top2 > margin, AND the top-1
+--                              token is not whitespace/punctuation only. v1 defaults: 0.95,
+--                              0.10, k = 1. Imported legacy runs have no token ids: their
+--                              copy_collapse is the legacy file's own flag.
+--            entropy_collapse  entropy_bits <= 1.0
+--            is_answer         answer_rank = 1; without a gold id, top-1 token stripped = gold
+--            p_top1, p_top5    the largest probability; the 5 largest summed in float32 in
+--                              the order torch's CPU sum uses ((p1+p5)+p2)+p3)+p4, as the
+--                              legacy files have it
+--            control_margin    p_answer - p_paired_answer, for prompts with control_of
+-- inputs:  v1_base.records (is_last_pos rows), v1_base.prompts
+
+-- Python's str.isspace() characters plus ASCII punctuation (string.punctuation).
+CREATE OR REPLACE MACRO v1.is_blank_or_punct(token) AS
+    regexp_full_match(coalesce(token, ''), '[\s\x{0b}\x{1c}-\x{1f}\x{85}\p{Z}!-/:-@\[-`{-~]*');
+
+-- Python's str.strip(): whitespace removed at both ends.
+CREATE OR REPLACE MACRO v1.strip(token) AS
+    regexp_replace(token, '^[\s\x{0b}\x{1c}-\x{1f}\x{85}\p{Z}]+|[\s\x{0b}\x{1c}-\x{1f}\x{85}\p{Z}]+$', '', 'g');
+
+-- Does the id list `id_window` occur contiguously in `ids`?
+CREATE OR REPLACE MACRO v1.occurs_in(id_window, ids) AS
+    len(id_window) > 0
+    AND contains(',' || array_to_string(ids, ',') || ',', ',' || array_to_string(id_window, ',') || ',');
+
+CREATE OR REPLACE MACRO v1.is_answer(answer_rank, top1_token, gold) AS
+    CASE WHEN answer_rank IS NOT NULL THEN answer_rank = 1
+         WHEN gold IS NOT NULL THEN v1.strip(top1_token) = gold END;
+
+CREATE OR REPLACE MACRO v1.p_top5(probs) AS
+    CASE WHEN len(probs) >= 5
+         THEN ((((probs[1] + probs[5]) + probs[2]) + probs[3]) + probs[4])
+         ELSE list_reduce(probs, lambda a, b: a + b) END;
+
+-- 1 - the listed probabilities summed in order in float64, never below 0 (legacy rest_mass).
+CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
+    greatest(0.0, 1.0 - list_reduce(list_transform(probs, lambda p: p::DOUBLE), lambda a, b: a + b, 0.0::DOUBLE));
+
+CREATE OR REPLACE MACRO v1.pure_next_token_with(threshold := 0.95, margin := 0.10, k := 1) AS TABLE
+WITH last_position AS (
+    SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, p.role, r.lens, r.layer, r.pos,
+           r.entropy_bits, r.topk_ids, r.topk_tokens, r.topk_probs, r.p_answer, r.answer_rank,
+           r.p_paired_answer, r.paired_answer_rank, r.kl_to_final_bits, r.cos_to_final, r.kl_vs_norm_bits,
+           r.legacy_copy_collapse, p.context_ids, p.gold, p.gold_alignment, p.control_of,
+           list(r.topk_ids[1]) OVER (PARTITION BY r.run_id, r.prompt_id, r.prompt_variant, r.lens
+                                     ORDER BY r.layer ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+               AS top1_history
+    FROM v1_base.records r
+    JOIN v1_base.prompts p USING (run_id, prompt_id, prompt_variant)
+    WHERE r.is_last_pos
+)
+SELECT run_id, model, prompt_id, prompt_variant, role, lens, layer, pos, entropy_bits,
+       topk_ids, topk_tokens, topk_probs,
+       CASE WHEN topk_ids IS NULL THEN legacy_copy_collapse
+            ELSE coalesce(
+                topk_probs[1]::DOUBLE > threshold::DOUBLE
+                AND topk_probs[1]::DOUBLE - coalesce(topk_probs[2], 0)::DOUBLE > margin::DOUBLE
+                AND NOT v1.is_blank_or_punct(topk_tokens[1])
+                AND v1.occurs_in(list_slice(top1_history, greatest(1, len(top1_history) - k + 1), len(top1_history)),
+                                 context_ids),
+                false)
+       END AS copy_collapse,
+       entropy_bits <= 1.0 AS entropy_collapse,
+       v1.is_answer(answer_rank, topk_tokens[1], gold) AS is_answer,
+       topk_probs[1] AS p_top1,
+       v1.p_top5(topk_probs) AS p_top5,
+       p_answer, kl_to_final_bits, answer_rank, cos_to_final,
+       CASE WHEN control_of IS NOT NULL THEN p_answer::DOUBLE - p_paired_answer::DOUBLE END AS control_margin,
+       p_paired_answer, paired_answer_rank, kl_vs_norm_bits, gold, gold_alignment, control_of
+FROM last_position;
+
+CREATE OR REPLACE VIEW v1.pure_next_token AS
+SELECT * FROM v1.pure_next_token_with();

@@ -1,0 +1,26 @@
+-- view:    v1.control_summary, v1.ablation_summary
+-- version: 1
+-- what:    control_summary: per control prompt (one with control_of) and lens, the first
+--          layer with control_margin > 0 and the largest margin.
+--          ablation_summary: per prompt id and lens, its 'orig' variant against each other
+--          variant (the seed's 'no_filler'): L_copy and L_semantic of both and the deltas
+--          (variant - orig; NULL when either is NULL).
+-- inputs:  v1.pure_next_token, v1.diagnostics
+CREATE OR REPLACE VIEW v1.control_summary AS
+SELECT run_id, model, lens, prompt_id, prompt_variant, control_of,
+       min(layer) FILTER (WHERE control_margin > 0) AS first_control_margin_pos,
+       max(control_margin) AS max_control_margin
+FROM v1.pure_next_token
+WHERE control_of IS NOT NULL
+GROUP BY run_id, model, lens, prompt_id, prompt_variant, control_of;
+
+CREATE OR REPLACE VIEW v1.ablation_summary AS
+SELECT o.run_id, o.model, o.lens, o.prompt_id, a.prompt_variant AS ablation_variant,
+       o.L_copy AS L_copy_orig, o.L_semantic AS L_sem_orig,
+       a.L_copy AS L_copy_nf, a.L_semantic AS L_sem_nf,
+       a.L_copy - o.L_copy AS delta_L_copy,
+       a.L_semantic - o.L_semantic AS delta_L_sem
+FROM v1.diagnostics o
+JOIN v1.diagnostics a
+  ON a.run_id = o.run_id AND a.lens = o.lens AND a.prompt_id = o.prompt_id
+ AND o.prompt_variant = 'orig' AND a.prompt_variant <> 'orig';

@@ -1,0 +1,73 @@
+-- view:    v1.raw_lens_check, v1.raw_lens_summary, v1.last_layer_consistency
+-- version: 1
+-- what:    raw_lens_check: norm lens vs raw lens at each prompt's last position, per layer:
+--          KL(norm || raw) in bits, top-1 agreement, p_top1 / p_answer / answer_rank /
+--          is_answer of both; `sampled` marks the legacy sample layers (0, and 1 + c for c
+--          in n//4, n//2, 3n//4). Imported legacy runs carry only their sampled rows.
+--          raw_lens_summary: over the sampled layers, the first layer where only the norm
+--          lens finds the answer, the largest KL, and lens_artifact_risk (high: such a layer
+--          exists or max KL >= 1.0; medium: max KL >= 0.5; else low).
+--          last_layer_consistency: each lens at the last layer vs the model's own head, at
+--          the last position (warn_high_last_layer_kl: KL > 0.5 bits, the legacy rule).
+-- inputs:  v1_base.records, v1_base.prompts, v1_base.finals, v1_base.consistency,
+--          v1_base.legacy_raw_lens_samples, v1_base.manifest
+CREATE OR REPLACE VIEW v1.raw_lens_check AS
+WITH last_position AS (
+    SELECT r.*, p.gold FROM v1_base.records r
+    JOIN v1_base.prompts p USING (run_id, prompt_id, prompt_variant)
+    WHERE r.is_last_pos AND r.lens IN ('norm', 'raw')
+), pairs AS (
+    SELECT n.run_id, n.model, n.prompt_id, n.prompt_variant, n.layer,
+           r.kl_vs_norm_bits AS kl_norm_vs_raw_bits,
+           n.topk_ids[1] = r.topk_ids[1] AS top1_agree,
+           n.topk_probs[1]::DOUBLE AS p_top1_norm, r.topk_probs[1]::DOUBLE AS p_top1_raw,
+           n.p_answer::DOUBLE AS p_answer_norm, r.p_answer::DOUBLE AS p_answer_raw,
+           n.answer_rank AS answer_rank_norm, r.answer_rank AS answer_rank_raw,
+           v1.is_answer(n.answer_rank, n.topk_tokens[1], n.gold) AS is_answer_norm,
+           v1.is_answer(r.answer_rank, r.topk_tokens[1], r.gold) AS is_answer_raw
+    FROM last_position n
+    JOIN last_position r USING (run_id, prompt_id, prompt_variant, layer)
+    WHERE n.lens = 'norm' AND r.lens = 'raw'
+    UNION ALL BY NAME
+    SELECT run_id, model, prompt_id, prompt_variant, layer, kl_norm_vs_raw_bits, top1_agree,
+           p_top1_norm, p_top1_raw, p_answer_norm, p_answer_raw, answer_rank_norm, answer_rank_raw,
+           is_answer_norm, is_answer_raw
+    FROM v1_base.legacy_raw_lens_samples
+)
+SELECT p.run_id, p.model, p.prompt_id, p.prompt_variant, p.layer,
+       p.layer = 0 OR p.layer IN (1 + m.n_layers // 4, 1 + m.n_layers // 2, 1 + (3 * m.n_layers) // 4) AS sampled,
+       p.kl_norm_vs_raw_bits, p.top1_agree, p.p_top1_norm, p.p_top1_raw, p.p_answer_norm, p.p_answer_raw,
+       p.answer_rank_norm, p.answer_rank_raw, p.is_answer_norm, p.is_answer_raw
+FROM pairs p
+JOIN v1_base.manifest m USING (run_id);
+
+CREATE OR REPLACE VIEW v1.raw_lens_summary AS
+SELECT run_id, model, prompt_id, prompt_variant,
+       min(layer) FILTER (WHERE is_answer_norm AND NOT is_answer_raw) AS first_norm_only_semantic_layer,
+       max(kl_norm_vs_raw_bits) AS max_kl_norm_vs_raw_bits,
+       CASE WHEN first_norm_only_semantic_layer IS NOT NULL OR max_kl_norm_vs_raw_bits >= 1.0 THEN 'high'
+            WHEN max_kl_norm_vs_raw_bits >= 0.5 THEN 'medium'
+            ELSE 'low' END AS lens_artifact_risk
+FROM v1.raw_lens_check
+WHERE sampled
+GROUP BY run_id, model, prompt_id, prompt_variant;
+
+CREATE OR REPLACE VIEW v1.last_layer_consistency AS
+SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, r.lens,
+       r.kl_to_final_bits,
+       CASE WHEN r.topk_ids IS NOT NULL AND f.topk_ids IS NOT NULL THEN r.topk_ids[1] = f.topk_ids[1]
+            ELSE r.topk_tokens[1] = f.topk_tokens[1] END AS top1_agree,
+       r.topk_probs[1]::DOUBLE AS p_top1_lens,
+       f.topk_probs[1]::DOUBLE AS p_top1_model,
+       r.p_answer::DOUBLE AS p_answer_lens,
+       r.answer_rank AS answer_rank_lens,
+       c.temp_est, c.kl_after_temp_bits, c.cfg_scale, c.cfg_softcap,
+       c.kl_after_scale_bits, c.kl_after_softcap_bits, c.kl_after_scale_then_softcap_bits,
+       r.kl_to_final_bits > 0.5 AS warn_high_last_layer_kl
+FROM v1_base.records r
+JOIN v1_base.manifest m ON m.run_id = r.run_id AND r.layer = m.n_layers
+JOIN v1_base.finals f
+  ON f.run_id = r.run_id AND f.prompt_id = r.prompt_id AND f.prompt_variant = r.prompt_variant AND f.temperature = 1.0
+LEFT JOIN v1_base.consistency c
+  ON c.run_id = r.run_id AND c.prompt_id = r.prompt_id AND c.prompt_variant = r.prompt_variant AND c.lens = r.lens
+WHERE r.is_last_pos;

@@ -167,5 +167,47 @@ def _listing(catalog) -> str:
     return "\n".join(lines)
 
 
+@main.command()
+@click.option("--run", "run_id", help="Export this run.")
+@click.option("--model", help="Export the latest committed run of this model (hub id, or the part after its last '/').")
+@click.option("--lens", default="norm", show_default=True, help="The lens whose records the files show.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the files into.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--without-variant", is_flag=True, help="CSVs without the prompt_variant column (the seed documents' schema).")
+def export(run_id, model, lens, out, warehouse, without_variant):
+    """Write the original experiment's files of committed runs.
+
+    Per run: output-<model>.json, output-<model>-records.csv and
+    output-<model>-pure-next-token.csv (<model>: the model id after its last '/').
+    Without --run or --model, the latest committed run of every model is exported.
+
+    \b
+    Example:
+      lensdb export --model meta-llama/Meta-Llama-3-8B --out ./legacy-out
+    """
+    from lensdb.legacy.export import export as run_export
+
+    if run_id and model:
+        raise click.UsageError("give --run or --model, not both")
+    for path in run_export(out, warehouse=warehouse, run_id=run_id, model=model, lens=lens, with_variant=not without_variant):
+        click.echo(str(path))
+
+
+@main.command("import-legacy")
+@click.argument("folder", type=click.Path())
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def import_legacy(folder, warehouse):
+    """Import a legacy output folder: one committed run per model.
+
+    FOLDER holds output-<model>.json, output-<model>-records.csv and
+    output-<model>-pure-next-token.csv for one or more models. Every file is checked
+    before anything is written; on any error nothing is imported.
+    """
+    from lensdb.legacy.importer import import_legacy as run_import
+
+    for imported in run_import(folder, warehouse):
+        click.echo(f"{imported.model}  run {imported.run_id}  ({imported.rows.get('records', 0):,} records)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

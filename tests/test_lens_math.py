@@ -8,7 +8,7 @@ import torch
 
 from lensdb.extract import lens
 from lensdb.extract.engine import lens_logits
-from lensdb.extract.stats import NO_TOKEN, head_consistency, kl_bits, lens_statistics
+from lensdb.extract.stats import NO_TOKEN, chunk_statistics, head_consistency, kl_bits
 
 
 @pytest.mark.parametrize(
@@ -83,30 +83,49 @@ def test_post_norm_model_uses_each_blocks_own_second_norm():
     assert torch.equal(lens_logits(_PostNormModel(), "final_ln", residual, np.arange(3)), residual)
 
 
-def test_statistics_against_plain_definitions():
+@pytest.mark.parametrize("block_bytes", [50 * 4, 3 * 50 * 4, 1 << 20])  # one row per block, uneven blocks, one block
+def test_statistics_against_plain_definitions(block_bytes):
     torch.manual_seed(1)
-    logits = torch.randn(2, 3, 50) * 3
-    final = torch.randn(3, 50) * 3
-    stats = lens_statistics(
-        logits,
+    logits = torch.randn(2, 7, 50) * 3
+    raw = torch.randn(2, 7, 50) * 3
+    final = torch.randn(7, 50) * 3
+    answers = torch.tensor([4, NO_TOKEN, 7, 7, 0, 49, 3])
+    paired = torch.tensor([NO_TOKEN, 2, 7, 1, 1, 1, NO_TOKEN])
+    results = chunk_statistics(
+        {"norm": logits, "raw": raw},
         final_log_probs=torch.log_softmax(final, -1),
         final_logits_unit=final / final.norm(dim=-1, keepdim=True),
-        answer_ids=torch.tensor([4, NO_TOKEN, 7]),
-        paired_ids=torch.tensor([NO_TOKEN, 2, 7]),
+        answer_ids=answers,
+        paired_ids=paired,
         top_k=5,
+        block_bytes=block_bytes,
     )
-    p = torch.softmax(logits.double(), -1)
     q = torch.softmax(final.double(), -1)
-    assert torch.allclose(stats.entropy_bits.double(), -(p * p.log2()).sum(-1), atol=1e-5)
-    assert torch.allclose(stats.kl_to_final_bits, (p * (p.log2() - q.log2())).sum(-1), atol=1e-5)
-    assert torch.allclose(stats.topk_probs.double(), p.sort(-1, descending=True).values[..., :5], atol=1e-6)
-    assert torch.allclose(stats.p_answer[:, 0].double(), p[:, 0, 4], atol=1e-6)
-    assert torch.isnan(stats.p_answer[:, 1]).all() and (stats.answer_rank[:, 1] == NO_TOKEN).all()
-    expected_rank = 1 + (p[:, 2] > p[:, 2, 7:8]).sum(-1)
-    assert torch.equal(stats.answer_rank[:, 2], expected_rank)
-    assert torch.equal(stats.paired_answer_rank[:, 2], expected_rank)
-    cos = torch.nn.functional.cosine_similarity(logits, final.expand_as(logits), dim=-1)
-    assert torch.allclose(stats.cos_to_final, cos, atol=1e-6)
+    p_norm = torch.softmax(logits.double(), -1)
+    for lens, z in (("norm", logits), ("raw", raw)):
+        stats = results[lens]
+        p = torch.softmax(z.double(), -1)
+        assert torch.allclose(stats.entropy_bits.double(), -(p * p.log2()).sum(-1), atol=1e-5)
+        assert torch.allclose(stats.kl_to_final_bits, (p * (p.log2() - q.log2())).sum(-1), atol=1e-5)
+        assert torch.allclose(stats.topk_probs.double(), p.sort(-1, descending=True).values[..., :5], atol=1e-6)
+        assert torch.equal(stats.topk_ids, z.topk(5, dim=-1).indices)
+        for ids, p_out, rank_out in ((answers, stats.p_answer, stats.answer_rank), (paired, stats.p_paired_answer, stats.paired_answer_rank)):
+            for position, token in enumerate(ids.tolist()):
+                if token == NO_TOKEN:
+                    assert torch.isnan(p_out[:, position]).all() and (rank_out[:, position] == NO_TOKEN).all()
+                    continue
+                target = p[:, position, token]
+                assert torch.allclose(p_out[:, position].double(), target, atol=1e-6)
+                assert torch.equal(rank_out[:, position].long(), 1 + (p[:, position] > target[:, None]).sum(-1))
+        cos = torch.nn.functional.cosine_similarity(z, final.expand_as(z), dim=-1)
+        assert torch.allclose(stats.cos_to_final, cos, atol=1e-6)
+        expected = torch.zeros_like(stats.kl_to_final_bits) if lens == "norm" else (p_norm * (p_norm.log2() - p.log2())).sum(-1)
+        assert torch.allclose(stats.kl_vs_norm_bits, expected, atol=1e-5)
+    alone = chunk_statistics(
+        {"raw": raw}, final_log_probs=torch.log_softmax(final, -1), final_logits_unit=final / final.norm(dim=-1, keepdim=True),
+        answer_ids=answers, paired_ids=paired, top_k=5,
+    )
+    assert alone["raw"].kl_vs_norm_bits is None
 
 
 def test_head_consistency_finds_the_temperature():

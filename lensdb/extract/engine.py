@@ -319,34 +319,25 @@ def _write_lens_records(model, output, batch, rows, lenses, top_k, chunk_bytes, 
     final_log_probs = torch.log_softmax(output.logits, dim=-1)
     final_unit = output.logits / (torch.linalg.vector_norm(output.logits, dim=-1, keepdim=True) + 1e-12)
     n_layers = model.n_layers + 1
-    row_bytes = model.d_vocab * 4
-    rows_per_chunk = max(1, chunk_bytes // row_bytes)
+    # Logits of every lens of a chunk are alive together.
+    rows_per_chunk = max(1, chunk_bytes // (model.d_vocab * 4 * len(lenses)))
     positions_per_chunk = min(n_rows, rows_per_chunk)
     layers_per_chunk = max(1, rows_per_chunk // positions_per_chunk)
-    compare_with_norm = "norm" in lenses and len(lenses) > 1
     for row_start in range(0, n_rows, positions_per_chunk):
         row_slice = slice(row_start, row_start + positions_per_chunk)
         chunk_rows = rows.take(row_slice)
         for layer_start in range(0, n_layers, layers_per_chunk):
             layers = np.arange(layer_start, min(n_layers, layer_start + layers_per_chunk))
             residuals = output.residuals[layer_start : layers[-1] + 1, row_slice]
-            norm_log_probs = None
-            for lens in lenses:
-                logits = lens_logits(model, lens, residuals, layers)
-                result = lens_stats.lens_statistics(
-                    logits,
-                    final_log_probs=final_log_probs[row_slice],
-                    final_logits_unit=final_unit[row_slice],
-                    answer_ids=answer_ids[row_slice],
-                    paired_ids=paired_ids[row_slice],
-                    top_k=top_k,
-                    norm_log_probs=norm_log_probs,
-                    keep_log_probs=compare_with_norm and lens == "norm",
-                )
-                if lens == "norm":
-                    norm_log_probs = result.log_probs
-                    result.kl_vs_norm_bits = torch.zeros_like(result.kl_to_final_bits) if compare_with_norm else None
-                del logits
+            results = lens_stats.chunk_statistics(
+                {lens: lens_logits(model, lens, residuals, layers) for lens in lenses},
+                final_log_probs=final_log_probs[row_slice],
+                final_logits_unit=final_unit[row_slice],
+                answer_ids=answer_ids[row_slice],
+                paired_ids=paired_ids[row_slice],
+                top_k=top_k,
+            )
+            for lens, result in results.items():
                 batch_records = records_batch(
                     result,
                     lens=lens,

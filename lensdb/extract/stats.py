@@ -16,79 +16,129 @@ NO_TOKEN = -1  # marks a row without a gold token
 TEMPERATURE_GRID_STEPS = 25  # scalar temperatures, log-spaced in [0.1, 10]
 
 
+BLOCK_BYTES = 2 << 20  # rows are processed in blocks of about this many logit bytes, to stay in cache
+
+
 @dataclass
 class LensStats:
-    """Statistics of lens distributions; every tensor is shaped like the logits without the vocabulary."""
+    """Statistics of one lens over a chunk: tensors shaped (layers, positions[, k])."""
 
     entropy_bits: torch.Tensor  # float32
     topk_ids: torch.Tensor  # int64, (..., k)
     topk_probs: torch.Tensor  # float32, (..., k)
     p_answer: torch.Tensor  # float32, nan without gold
-    answer_rank: torch.Tensor  # int64, NO_TOKEN without gold
+    answer_rank: torch.Tensor  # int32, NO_TOKEN without gold
     p_paired_answer: torch.Tensor
     paired_answer_rank: torch.Tensor
     kl_to_final_bits: torch.Tensor  # float64
     cos_to_final: torch.Tensor  # float32
-    kl_vs_norm_bits: torch.Tensor | None  # float64; None when not asked for
-    log_probs: torch.Tensor | None = None  # kept only when a later lens needs it
+    kl_vs_norm_bits: torch.Tensor | None  # float64; None when the norm lens is not in the chunk
+
+    @classmethod
+    def empty(cls, layers: int, positions: int, top_k: int, device, with_norm_kl: bool) -> "LensStats":
+        def floats():
+            return torch.empty(layers, positions, device=device)
+
+        def ranks():
+            return torch.empty(layers, positions, dtype=torch.int32, device=device)
+
+        return cls(
+            entropy_bits=floats(),
+            topk_ids=torch.empty(layers, positions, top_k, dtype=torch.long, device=device),
+            topk_probs=torch.empty(layers, positions, top_k, device=device),
+            p_answer=floats(),
+            answer_rank=ranks(),
+            p_paired_answer=floats(),
+            paired_answer_rank=ranks(),
+            kl_to_final_bits=floats(),
+            cos_to_final=floats(),
+            kl_vs_norm_bits=floats() if with_norm_kl else None,
+        )
 
 
-def lens_statistics(
-    logits: torch.Tensor,
+def chunk_statistics(
+    logits_by_lens: dict[str, torch.Tensor],
     *,
     final_log_probs: torch.Tensor,
     final_logits_unit: torch.Tensor,
     answer_ids: torch.Tensor,
     paired_ids: torch.Tensor,
     top_k: int,
-    norm_log_probs: torch.Tensor | None = None,
-    keep_log_probs: bool = False,
-) -> LensStats:
-    """Statistics of `logits` (..., P, V) against the model's final distribution at the same positions.
+    block_bytes: int = BLOCK_BYTES,
+) -> dict[str, LensStats]:
+    """Statistics of each lens's logits (layers, P, V) against the model's final distribution.
 
-    final_log_probs (P, V) and final_logits_unit (P, V, unit-norm) broadcast over leading
-    dimensions (layers); answer_ids / paired_ids (P,) hold token ids or NO_TOKEN.
-    norm_log_probs, when given, is the norm lens at the same rows: KL(norm || this lens).
+    final_log_probs and final_logits_unit (unit-norm final logits) are (P, V) at the same
+    positions; answer_ids / paired_ids (P,) hold token ids or NO_TOKEN. When the norm lens
+    is among the lenses, every other lens also gets KL(norm || lens). Rows are handled in
+    blocks small enough to stay in cache: every statistic of a block is computed while
+    its logits are there, and the norm lens's block is kept for the comparisons.
     """
-    log_probs = torch.log_softmax(logits, dim=-1)
+    lenses = list(logits_by_lens)
+    layers, positions, vocab = next(iter(logits_by_lens.values())).shape
+    device = final_log_probs.device
+    compare = "norm" in lenses and len(lenses) > 1
+    results = {lens: LensStats.empty(layers, positions, top_k, device, compare and lens != "norm") for lens in lenses}
+    answer_index = answer_ids.clamp(min=0).unsqueeze(-1)
+    paired_index = paired_ids.clamp(min=0).unsqueeze(-1)
+    block = max(1, block_bytes // (vocab * 4))
+    for layer in range(layers):
+        for start in range(0, positions, block):
+            rows = slice(start, min(positions, start + block))
+            norm_block = None
+            for lens in lenses:
+                out = results[lens]
+                probs, log_probs = _block_statistics(
+                    logits_by_lens[lens][layer, rows],
+                    out,
+                    (layer, rows),
+                    final_log_probs[rows],
+                    final_logits_unit[rows],
+                    answer_index[rows],
+                    paired_index[rows],
+                    top_k,
+                )
+                if lens == "norm":
+                    norm_block = (probs, log_probs)
+                elif out.kl_vs_norm_bits is not None:
+                    norm_probs, norm_log_probs = norm_block
+                    out.kl_vs_norm_bits[layer, rows] = (norm_probs * (norm_log_probs - log_probs)).sum(dim=-1)
+    for lens, out in results.items():
+        out.kl_to_final_bits = _to_bits(out.kl_to_final_bits)
+        if out.kl_vs_norm_bits is not None:
+            out.kl_vs_norm_bits = _to_bits(out.kl_vs_norm_bits)
+        elif lens == "norm" and compare:
+            out.kl_vs_norm_bits = torch.zeros(layers, positions, dtype=torch.float64, device=device)
+        missing_answer = (answer_ids == NO_TOKEN).expand(layers, positions)
+        missing_paired = (paired_ids == NO_TOKEN).expand(layers, positions)
+        out.p_answer.masked_fill_(missing_answer, float("nan"))
+        out.answer_rank.masked_fill_(missing_answer, NO_TOKEN)
+        out.p_paired_answer.masked_fill_(missing_paired, float("nan"))
+        out.paired_answer_rank.masked_fill_(missing_paired, NO_TOKEN)
+    return results
+
+
+def _block_statistics(logits, out: LensStats, at, final_log_probs, final_unit, answer_index, paired_index, top_k):
+    """Fill `out` at `at` for one block of rows (B, V); returns the block's probabilities and log-probabilities."""
+    top_logits, top_ids = torch.topk(logits, top_k, dim=-1)
+    out.cos_to_final[at] = (logits * final_unit).sum(dim=-1) / (torch.linalg.vector_norm(logits, dim=-1) + 1e-12)
+    log_probs = logits - top_logits[:, :1]  # shifted by the row maximum: exp cannot overflow
     probs = log_probs.exp()
-    entropy_bits = -(probs * log_probs).sum(dim=-1) / LN2
-    top_logits, topk_ids = torch.topk(logits, top_k, dim=-1)
-    del top_logits
-    topk_probs = probs.gather(-1, topk_ids)
-    p_answer, answer_rank = _gold_probability_and_rank(probs, answer_ids)
-    p_paired, paired_rank = _gold_probability_and_rank(probs, paired_ids)
-    norm_dot = torch.linalg.vector_norm(logits, dim=-1)
-    cos_to_final = (logits * final_logits_unit).sum(dim=-1) / (norm_dot + 1e-12)
-    kl_vs_norm = None
-    if norm_log_probs is not None:
-        kl_vs_norm = kl_bits(norm_log_probs, log_probs)
-    kept = log_probs.clone() if keep_log_probs else None
-    # KL(layer || final) = sum p * (log p - log q), computed in place on log_probs.
-    kl_to_final = _to_bits((probs * log_probs.sub_(final_log_probs)).sum(dim=-1))
-    return LensStats(
-        entropy_bits=entropy_bits,
-        topk_ids=topk_ids,
-        topk_probs=topk_probs,
-        p_answer=p_answer,
-        answer_rank=answer_rank,
-        p_paired_answer=p_paired,
-        paired_answer_rank=paired_rank,
-        kl_to_final_bits=kl_to_final,
-        cos_to_final=cos_to_final,
-        kl_vs_norm_bits=kl_vs_norm,
-        log_probs=kept,
-    )
-
-
-def _gold_probability_and_rank(probs: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """p(token) and its rank: 1 + the number of tokens with strictly larger probability."""
-    missing = token_ids == NO_TOKEN
-    index = token_ids.clamp(min=0).expand(*probs.shape[:-1]).unsqueeze(-1)
-    p_token = probs.gather(-1, index)
-    rank = (probs > p_token).sum(dim=-1) + 1
-    p_token = p_token.squeeze(-1)
-    return p_token.masked_fill(missing, float("nan")), rank.masked_fill(missing, NO_TOKEN)
+    total = probs.sum(dim=-1, keepdim=True)
+    probs.div_(total)
+    log_probs.sub_(total.log())
+    out.entropy_bits[at] = -(probs * log_probs).sum(dim=-1) / LN2
+    out.kl_to_final_bits[at] = (probs * (log_probs - final_log_probs)).sum(dim=-1)
+    out.topk_ids[at] = top_ids
+    out.topk_probs[at] = probs.gather(-1, top_ids)
+    for index, p_out, rank_out in (
+        (answer_index, out.p_answer, out.answer_rank),
+        (paired_index, out.p_paired_answer, out.paired_answer_rank),
+    ):
+        p_token = probs.gather(-1, index)
+        p_out[at] = p_token.squeeze(-1)
+        rank_out[at] = (probs > p_token).sum(dim=-1, dtype=torch.int32) + 1
+    return probs, log_probs
 
 
 def kl_bits(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

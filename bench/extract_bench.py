@@ -2,8 +2,8 @@
 
 All phases see the same model and the same first N prompts of the `capitals` prompt set.
 Each measured phase runs in its own Python subprocess (this script re-invoked with
-`--phase`), so its peak memory is its own; a background thread samples the process's RSS
-(on CUDA: torch.cuda.memory_allocated) every 20 ms as (time.perf_counter(), bytes) pairs.
+`--phase`), so its peak memory is its own; a background thread samples the process's memory
+every 20 ms as (time.perf_counter(), bytes) pairs.
 
   floor       The least work possible: plain transformers (AutoModelForCausalLM, eval,
               eager attention), batched forward passes (lensdb's batch size, right padding
@@ -13,6 +13,10 @@ Each measured phase runs in its own Python subprocess (this script re-invoked wi
               the unembedding of a whole chunk of layers x positions in one matmul (lensdb's
               chunk budget), then vectorised log_softmax, entropy, top-20 and KL to the
               model's final distribution. Nothing is written; results are discarded.
+              Run twice: as the issue describes it (each statistic over the whole chunk,
+              `lensdb_over_floor`), and with the statistics over row blocks of lensdb's own
+              block size (lensdb.extract.stats.BLOCK_BYTES), which keeps the logits in cache
+              and is faster on CPU (`lensdb_over_blocked_floor`, the stricter comparison).
   lensdb      lensdb.extract.engine.extract(model, lenses=("norm",), dtype="float32", ...)
               end to end into a temporary warehouse. Its summary's load_seconds and
               extract_seconds are reported as they are; the time compared with the floor is
@@ -27,8 +31,14 @@ Each measured phase runs in its own Python subprocess (this script re-invoked wi
               per prompt (the output says so); `--skip-seed-style` leaves it out.
 
 Time excludes model loading everywhere. Peak memory beyond the weights is the peak after
-the model is loaded minus the memory right after loading (lensdb: the sample at its
-summary.timings["loaded_at"] mark).
+the model is loaded minus the reading right after loading (lensdb: the last sample at or
+before its summary.timings["loaded_at"] mark). On CPU it is the anonymous part of RSS
+(psutil rss - shared): safetensors weights are memory-mapped and paged in by the first
+forward pass, so plain RSS would count them again after the mark (plain RSS is reported too,
+as peak_rss_beyond_load_bytes). On CUDA it is torch.cuda.memory_allocated / max_memory_allocated.
+
+Timings on a shared machine are only as good as its quiet: each phase reports the share of
+the CPUs that other processes used meanwhile, and the table warns above 5 %.
 
 Bytes on disk: the run's Parquet files versus (a) the seed-style CSVs as written (20/5 rule,
 records + pure-next-token files) and (b) a CSV with the same content as lensdb's records
@@ -81,6 +91,7 @@ ENTROPY_COLLAPSE_BITS = 1.0
 NEXT_TOKEN_MARK = "⟨NEXT⟩"
 LN2 = math.log(2.0)
 SAMPLE_SECONDS = 0.02
+CONTENDED_SHARE = 0.05  # other processes' share of the CPUs above which timings are flagged
 
 LEGACY_CSV = dict(delimiter=",", quotechar='"', quoting=csv.QUOTE_MINIMAL, escapechar="\\", lineterminator="\n")
 RECORDS_HEADER = (
@@ -112,22 +123,22 @@ TARGETS = {  # name: (limit, "max" = value must not exceed it, "min" = must reac
 # --------------------------------------------------------------------------- setup
 
 
-def ensure_model(model_dir: Path) -> Path:
+def ensure_model(model_dir: Path, tokenizer_dir: Path) -> Path:
     """The random GPT-2-small model with the real GPT-2 tokenizer, built once."""
     if (model_dir / "config.json").is_file():
         return model_dir
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    if not (GPT2_TOKENIZER_DIR / "tokenizer.json").is_file():
-        sys.exit(f"the GPT-2 tokenizer is missing: {GPT2_TOKENIZER_DIR} (or pass --model DIR)")
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        sys.exit(f"the GPT-2 tokenizer is missing: {tokenizer_dir} (pass --tokenizer DIR, or --model DIR)")
     log(f"building a random GPT-2-small model in {model_dir} (once)")
     torch.manual_seed(MODEL_SEED)
     model = GPT2LMHeadModel(GPT2Config()).eval()
     staging = model_dir.with_name(model_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
-    AutoTokenizer.from_pretrained(GPT2_TOKENIZER_DIR).save_pretrained(staging)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(staging)
     staging.rename(model_dir)
     return model_dir
 
@@ -170,22 +181,14 @@ def log(message: str) -> None:
 
 
 class MemorySampler:
-    """Samples (time.perf_counter(), bytes in use) in a background thread."""
+    """Samples (time.perf_counter(), MemoryReading) in a background thread."""
 
     def __init__(self, device: str):
         self.device = device
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, MemoryReading]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        if device == "cuda":
-            import torch
-
-            self._read = torch.cuda.memory_allocated
-        else:
-            import psutil
-
-            process = psutil.Process()
-            self._read = lambda: process.memory_info().rss
+        self._read = _cuda_reading if device == "cuda" else _process_reading()
 
     def __enter__(self) -> "MemorySampler":
         self.sample()
@@ -197,27 +200,62 @@ class MemorySampler:
         self._thread.join()
         self.sample()
 
-    def sample(self) -> int:
-        value = self._read()
-        self.samples.append((time.perf_counter(), value))
-        return value
+    def sample(self) -> "MemoryReading":
+        reading = self._read()
+        self.samples.append((time.perf_counter(), reading))
+        return reading
 
     def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
             self.sample()
 
-    def value_at(self, mark: float) -> int:
+    def at(self, mark: float) -> "MemoryReading":
         """The last sample taken at or before `mark` (the first one if none was)."""
-        before = [value for t, value in self.samples if t <= mark]
+        before = [reading for t, reading in self.samples if t <= mark]
         return before[-1] if before else self.samples[0][1]
 
-    def peak_after(self, mark: float) -> int:
-        peak = max((value for t, value in self.samples if t >= mark), default=0)
+    def beyond(self, mark: float) -> dict:
+        """Peak after `mark` minus the reading at `mark`, in bytes."""
+        base = self.at(mark)
+        after = [reading for t, reading in self.samples if t >= mark] or [base]
+        peak_total = max(r.total for r in after)
+        peak_private = max(r.private for r in after)
         if self.device == "cuda":
             import torch
 
-            peak = max(peak, torch.cuda.max_memory_allocated())
-        return peak
+            peak_total = peak_private = max(peak_total, torch.cuda.max_memory_allocated())
+        return {
+            "peak_mem_beyond_weights_bytes": peak_private - base.private,
+            "peak_rss_beyond_load_bytes": peak_total - base.total,
+            "memory_after_load_bytes": base.total,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    total: int  # RSS (CUDA: memory allocated)
+    private: int  # RSS less file-backed and shared pages (CUDA: memory allocated)
+
+
+def _process_reading():
+    """RSS and its anonymous part. Safetensors weights are memory-mapped and paged in by the
+    first forward pass: they count in RSS (file-backed) but not in the anonymous part."""
+    import psutil
+
+    process = psutil.Process()
+
+    def read() -> MemoryReading:
+        info = process.memory_info()
+        return MemoryReading(total=info.rss, private=info.rss - getattr(info, "shared", 0))
+
+    return read
+
+
+def _cuda_reading() -> MemoryReading:
+    import torch
+
+    allocated = torch.cuda.memory_allocated()
+    return MemoryReading(total=allocated, private=allocated)
 
 
 # --------------------------------------------------------------------------- the model, outside lensdb
@@ -315,15 +353,16 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def loaded_memory(sampler: MemorySampler, device: str) -> tuple[float, int]:
-    """(mark, bytes) right after the model load; on CUDA the peak counter restarts there."""
+def mark_loaded(sampler: MemorySampler, device: str) -> float:
+    """A time mark right after the model load, with a memory sample; on CUDA the peak counter restarts there."""
     synchronize(device)
     if device == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats()
     mark = time.perf_counter()
-    return mark, sampler.sample()
+    sampler.sample()
+    return mark
 
 
 # --------------------------------------------------------------------------- phase: floor
@@ -334,7 +373,7 @@ def run_floor_phase(args) -> dict:
 
     with MemorySampler(args.device) as sampler:
         lm = load_lens_model(args.model, args.device)
-        loaded_at, baseline = loaded_memory(sampler, args.device)
+        loaded_at = mark_loaded(sampler, args.device)
         start = time.perf_counter()
         prompts = read_prompts(Path(args.prompts))
         sequences = sorted((prompt_token_ids(lm.tokenizer, p["text"]) for p in prompts), key=len, reverse=True)
@@ -345,14 +384,13 @@ def run_floor_phase(args) -> dict:
                 batch = sequences[first : first + args.batch_size]
                 input_ids, attention_mask = pad_right(batch, pad_id, args.device)
                 residuals, final_logits = capture_residuals(lm, input_ids, attention_mask)
-                rows += floor_lens_statistics(lm, residuals, final_logits, args.chunk_bytes)
+                rows += floor_lens_statistics(lm, residuals, final_logits, args.chunk_bytes, args.floor_block_bytes)
         synchronize(args.device)
         seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
         "records": rows,
-        "peak_mem_beyond_weights_bytes": sampler.peak_after(loaded_at) - baseline,
-        "memory_after_load_bytes": baseline,
+        **sampler.beyond(loaded_at),
         **machine_facts(args.device),
     }
 
@@ -376,27 +414,48 @@ def chunk_shape(n_rows: int, n_layers: int, d_vocab: int, chunk_bytes: int) -> t
     return positions, min(n_layers, max(1, rows_per_chunk // positions))
 
 
-def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: int) -> int:
-    """Norm lens + unembedding + log_softmax, entropy, top-20, KL to final; returns the record count."""
+def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: int, block_bytes: int) -> int:
+    """Norm lens + unembedding of each chunk in one matmul, then the statistics over the whole
+    chunk (block_bytes 0) or over row blocks of about block_bytes of logits; returns the record count."""
     import torch
     import torch.nn.functional as F
 
     n_layers, n_rows = residuals.shape[0], residuals.shape[1]
     final_log_probs = torch.log_softmax(final_logits, dim=-1)
-    positions, layers = chunk_shape(n_rows, n_layers, lm.unembed_weight.shape[0], chunk_bytes)
+    d_vocab = lm.unembed_weight.shape[0]
+    positions, layers = chunk_shape(n_rows, n_layers, d_vocab, chunk_bytes)
     for row_start in range(0, n_rows, positions):
         rows = slice(row_start, row_start + positions)
         for layer_start in range(0, n_layers, layers):
             chunk_layers = range(layer_start, min(n_layers, layer_start + layers))
             normalized = torch.stack([lm.lens_norms[layer](residuals[layer, rows]) for layer in chunk_layers])
             logits = F.linear(normalized, lm.unembed_weight, lm.unembed_bias)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            probs = log_probs.exp()
-            entropy_bits = -(probs * log_probs).sum(dim=-1) / LN2
-            top_probs, top_ids = torch.topk(probs, TOP_K, dim=-1)
-            kl_bits = (probs * (log_probs - final_log_probs[rows])).sum(dim=-1) / LN2
-            del entropy_bits, top_probs, top_ids, kl_bits  # results discarded
+            for block_logits, block_final in row_blocks(logits, final_log_probs[rows], block_bytes):
+                discarded_statistics(block_logits, block_final)
     return n_layers * n_rows
+
+
+def row_blocks(logits, final_log_probs, block_bytes: int):
+    """(logits, final log-probs) of the whole chunk, or of blocks of rows of one layer."""
+    if block_bytes <= 0:
+        yield logits, final_log_probs
+        return
+    block = max(1, block_bytes // (logits.shape[-1] * 4))
+    for layer_logits in logits:
+        for start in range(0, layer_logits.shape[0], block):
+            yield layer_logits[start : start + block], final_log_probs[start : start + block]
+
+
+def discarded_statistics(logits, final_log_probs) -> None:
+    """log_softmax, entropy, top-20 and KL to the final distribution; the results are dropped."""
+    import torch
+
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = log_probs.exp()
+    entropy_bits = -(probs * log_probs).sum(dim=-1) / LN2
+    top_probs, top_ids = torch.topk(probs, TOP_K, dim=-1)
+    kl_bits = (probs * (log_probs - final_log_probs)).sum(dim=-1) / LN2
+    del entropy_bits, top_probs, top_ids, kl_bits
 
 
 # --------------------------------------------------------------------------- phase: lensdb
@@ -418,8 +477,6 @@ def run_lensdb_phase(args) -> dict:
             progress=False,
         )
         wall_seconds = time.perf_counter() - start
-    loaded_at = summary.timings["loaded_at"]
-    baseline = sampler.value_at(loaded_at)
     records_dir = summary.path / "records"
     return {
         "load_seconds": summary.load_seconds,
@@ -431,8 +488,7 @@ def run_lensdb_phase(args) -> dict:
         "run_path": str(summary.path),
         "parquet_bytes": summary.bytes_on_disk,
         "records_parquet_bytes": sum(p.stat().st_size for p in records_dir.rglob("*.parquet")),
-        "peak_mem_beyond_weights_bytes": sampler.peak_after(loaded_at) - baseline,
-        "memory_after_load_bytes": baseline,
+        **sampler.beyond(summary.timings["loaded_at"]),
         "last_layer_max_kl_bits": summary.last_layer_max_kl_bits,
         **machine_facts(args.device),
     }
@@ -607,9 +663,10 @@ def machine_facts(device: str) -> dict:
     return facts
 
 
-def run_phase(phase: str, args, work: Path, **extra) -> dict:
+def run_phase(phase: str, args, work: Path, label: str | None = None, **extra) -> dict:
     """Run one phase in a fresh interpreter; its stdout goes to our stderr, its result comes back as JSON."""
-    result_path = work / f"{phase}.json"
+    label = label or phase
+    result_path = work / f"{label}.json"
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -630,23 +687,61 @@ def run_phase(phase: str, args, work: Path, **extra) -> dict:
     ]
     for key, value in extra.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    log(f"phase {phase} ...")
-    subprocess.run(command, check=True, stdout=sys.stderr)
+    log(f"phase {label} ...")
+    with OtherCpuUse() as other:
+        subprocess.run(command, check=True, stdout=sys.stderr)
     result = json.loads(result_path.read_text())
-    log(f"phase {phase}: {result['seconds']:.1f} s")
+    result["other_cpu_share"] = other.share
+    log(f"phase {label}: {result['seconds']:.1f} s (other processes used {other.share:.0%} of the CPUs meanwhile)")
     return result
+
+
+class OtherCpuUse:
+    """The share of all CPUs that processes other than this one and its children used meanwhile
+    (system-wide busy time minus our own and our children's CPU time): above a few percent, timings are contended."""
+
+    def __enter__(self) -> "OtherCpuUse":
+        self.start = (time.perf_counter(), _system_busy_seconds(), _own_cpu_seconds())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall0, busy0, own0 = self.start
+        wall = time.perf_counter() - wall0
+        other = (_system_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
+        self.share = max(0.0, other) / (wall * (os.cpu_count() or 1))
+
+
+def _system_busy_seconds() -> float:
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def lens_statistics_block_bytes() -> int:
+    """The row-block size of lensdb's statistics (lensdb.extract.stats.BLOCK_BYTES), else 2 MiB."""
+    from lensdb.extract import stats
+
+    return getattr(stats, "BLOCK_BYTES", 2 << 20)
 
 
 def run_benchmark(args) -> dict:
     from lensdb.extract.engine import CHUNK_BYTES
 
-    args.model = ensure_model(Path(args.model)) if args.model == str(DEFAULT_MODEL_DIR) else Path(args.model)
+    args.model = ensure_model(Path(args.model), Path(args.tokenizer)) if args.model == str(DEFAULT_MODEL_DIR) else Path(args.model)
     args.chunk_bytes = CHUNK_BYTES
+    args.floor_block_bytes = lens_statistics_block_bytes()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"run-n{args.n}-", dir=OUT_DIR))
     try:
         write_prompts(args.n, work / "prompts.jsonl")
-        floor = run_phase("floor", args, work)
+        floor = run_phase("floor", args, work, floor_block_bytes=0)
+        floor_blocked = run_phase("floor", args, work, "floor-blocked", floor_block_bytes=args.floor_block_bytes)
         lensdb_result = run_phase("lensdb", args, work, warehouse=work / "warehouse")
         log("writing lensdb's records as a legacy CSV (top-20 everywhere) ...")
         csv_same = write_same_content_csv(Path(lensdb_result["run_path"]) / "records", work / "same-content.csv")
@@ -654,7 +749,7 @@ def run_benchmark(args) -> dict:
         if not args.skip_seed_style:
             seed_n = min(args.seed_style_n or args.n, args.n)
             seed = run_phase("seed-style", args, work, seed_style_n=seed_n, csv_dir=work / "seed-style")
-        return summarize(args, floor, lensdb_result, seed, csv_same, work)
+        return summarize(args, floor, floor_blocked, lensdb_result, seed, csv_same, work)
     finally:
         if args.keep:
             log(f"kept {work}")
@@ -662,7 +757,7 @@ def run_benchmark(args) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def summarize(args, floor: dict, lensdb_result: dict, seed: dict | None, csv_same: int, work: Path) -> dict:
+def summarize(args, floor: dict, floor_blocked: dict, lensdb_result: dict, seed: dict | None, csv_same: int, work: Path) -> dict:
     n = args.n
     seed_summary, seed_per_prompt, csv_legacy = None, None, None
     if seed is not None:
@@ -690,9 +785,16 @@ def summarize(args, floor: dict, lensdb_result: dict, seed: dict | None, csv_sam
             "device": args.device,
             "device_name": lensdb_result.get("device_name") or platform.processor() or platform.machine(),
             "python": platform.python_version(),
-            "memory_measure": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "RSS (psutil, 20 ms)",
+            "memory_measure": "torch.cuda.max_memory_allocated"
+            if args.device == "cuda"
+            else "anonymous RSS (psutil rss - shared, sampled every 20 ms): memory-mapped weights excluded",
         },
-        "floor": {**_phase_times(floor["seconds"], n), "records": floor["records"], "peak_mem_beyond_weights_bytes": floor["peak_mem_beyond_weights_bytes"]},
+        "floor": {**_phase_times(floor["seconds"], n), "records": floor["records"], **_memory(floor)},
+        "floor_blocked": {
+            **_phase_times(floor_blocked["seconds"], n),
+            "block_bytes": args.floor_block_bytes,
+            **_memory(floor_blocked),
+        },
         "lensdb": {
             **_phase_times(lensdb_result["seconds"], n),
             "load_seconds": lensdb_result["load_seconds"],
@@ -701,13 +803,20 @@ def summarize(args, floor: dict, lensdb_result: dict, seed: dict | None, csv_sam
             "records": lensdb_result["records"],
             "rows": lensdb_result["rows"],
             "records_parquet_bytes": lensdb_result["records_parquet_bytes"],
-            "peak_mem_beyond_weights_bytes": lensdb_result["peak_mem_beyond_weights_bytes"],
+            **_memory(lensdb_result),
             "last_layer_max_kl_bits": lensdb_result["last_layer_max_kl_bits"],
         },
         "seed_style": seed_summary,
+        "other_cpu_share": {
+            "floor": floor["other_cpu_share"],
+            "floor_blocked": floor_blocked["other_cpu_share"],
+            "lensdb": lensdb_result["other_cpu_share"],
+            **({"seed_style": seed["other_cpu_share"]} if seed else {}),
+        },
         "records_match": floor["records"] == lensdb_result["records"],
         "lensdb_over_floor": lensdb_result["seconds"] / floor["seconds"],
         "lensdb_extract_seconds_over_floor": lensdb_result["extract_seconds"] / floor["seconds"],
+        "lensdb_over_blocked_floor": lensdb_result["seconds"] / floor_blocked["seconds"],
         "seed_over_lensdb": seed_per_prompt / lensdb_per_prompt if seed_per_prompt else None,
         "peak_mem_beyond_weights_bytes": {
             "lensdb": lensdb_result["peak_mem_beyond_weights_bytes"],
@@ -726,6 +835,11 @@ def summarize(args, floor: dict, lensdb_result: dict, seed: dict | None, csv_sam
     if args.keep:
         result["kept"] = str(work)
     return result
+
+
+def _memory(phase: dict) -> dict:
+    keys = ("peak_mem_beyond_weights_bytes", "peak_rss_beyond_load_bytes", "memory_after_load_bytes")
+    return {key: phase[key] for key in keys}
 
 
 def _phase_times(seconds: float, n: int) -> dict:
@@ -759,6 +873,9 @@ def print_table(result: dict, stream) -> None:
         f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads")
     say(f"{'phase':<28}{'seconds':>10}{'s/prompt':>11}  ratio")
     say(f"{'floor':<28}{floor['seconds']:>10.2f}{floor['seconds_per_prompt']:>11.4f}  1.00")
+    blocked = result["floor_blocked"]
+    say(f"{'floor, row-blocked stats':<28}{blocked['seconds']:>10.2f}{blocked['seconds_per_prompt']:>11.4f}  "
+        f"{blocked['seconds'] / floor['seconds']:.2f} x floor (lensdb = {result['lensdb_over_blocked_floor']:.2f} x this)")
     say(f"{'lensdb (wall - load)':<28}{lensdb_r['seconds']:>10.2f}{lensdb_r['seconds_per_prompt']:>11.4f}  "
         f"{result['lensdb_over_floor']:.2f} x floor")
     say(f"{'  summary.extract_seconds':<28}{lensdb_r['extract_seconds']:>10.2f}{lensdb_r['extract_seconds'] / n:>11.4f}  "
@@ -770,9 +887,16 @@ def print_table(result: dict, stream) -> None:
             f"{result['seed_over_lensdb']:.2f} x lensdb")
     else:
         say(f"{'seed-style':<28}{'skipped':>10}")
+    busy = {phase: share for phase, share in result["other_cpu_share"].items() if share > CONTENDED_SHARE}
+    if busy:
+        say("WARNING: other processes used the CPUs during " + ", ".join(f"{k} ({v:.0%})" for k, v in busy.items())
+            + ": these timings are contended; run again on a quiet machine")
     say(f"records: floor {floor['records']}, lensdb {lensdb_r['records']} ({'match' if result['records_match'] else 'MISMATCH'})")
     mem = result["peak_mem_beyond_weights_bytes"]
     say(f"peak memory beyond weights: lensdb {_mib(mem['lensdb'])}, floor {_mib(mem['floor'])} ({machine['memory_measure']})")
+    if machine["device"] != "cuda":
+        say(f"  peak RSS beyond RSS after load (weights paged in lazily count here): lensdb "
+            f"{_mib(lensdb_r['peak_rss_beyond_load_bytes'])}, floor {_mib(floor['peak_rss_beyond_load_bytes'])}")
     legacy = result["csv_bytes_legacy_rule"]
     legacy_text = "skipped" if legacy is None else _mib(legacy) + (" (extrapolated)" if result["csv_bytes_legacy_rule_extrapolated"] else "")
     say(f"bytes: parquet {_mib(result['parquet_bytes'])} (records {_mib(lensdb_r['records_parquet_bytes'])}), "
@@ -805,6 +929,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"default: lensdb's ({DEFAULT_BATCH_SIZE})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="a local model directory (default: random GPT-2 small)")
+    parser.add_argument("--tokenizer", default=str(GPT2_TOKENIZER_DIR), help="the GPT-2 tokenizer for the default model")
     parser.add_argument("--skip-seed-style", action="store_true", help="leave the slow seed-style loop out")
     parser.add_argument("--seed-style-n", type=int, help="run seed-style on the first M prompts only and extrapolate to N")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
@@ -816,6 +941,7 @@ def parse_args(argv=None):
     parser.add_argument("--warehouse", help=argparse.SUPPRESS)
     parser.add_argument("--csv-dir", help=argparse.SUPPRESS)
     parser.add_argument("--chunk-bytes", type=int, default=128 << 20, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-block-bytes", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.seed_style_n is not None and args.seed_style_n < 1:
         parser.error("--seed-style-n must be at least 1")

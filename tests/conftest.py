@@ -188,3 +188,12 @@ def warehouse(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prompts(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("prompts") / "tiny.jsonl", TINY_PROMPTS)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.json from the fixture warehouse (then review the diff by hand)",
+    )

@@ -43,28 +43,35 @@ CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
     greatest(0.0, 1.0 - list_reduce(list_transform(probs, lambda p: p::DOUBLE), lambda a, b: a + b, 0.0::DOUBLE));
 
 CREATE OR REPLACE MACRO v1.pure_next_token_with(threshold := 0.95, margin := 0.10, k := 1) AS TABLE
-WITH last_position AS (
+WITH history AS (  -- only for k <> 1, and narrow: a window sorts all of its input
+    SELECT run_id, prompt_id, prompt_variant, lens, layer,
+           list(topk_ids[1]) OVER (PARTITION BY run_id, prompt_id, prompt_variant, lens
+                                   ORDER BY layer ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS top1_history
+    FROM v1_base.records
+    WHERE is_last_pos AND k <> 1
+), last_position AS (
     SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, p.role, r.lens, r.layer, r.pos,
            r.entropy_bits, r.topk_ids, r.topk_tokens, r.topk_probs, r.p_answer, r.answer_rank,
            r.p_paired_answer, r.paired_answer_rank, r.kl_to_final_bits, r.cos_to_final, r.kl_vs_norm_bits,
            r.legacy_copy_collapse, p.context_ids, p.gold, p.gold_alignment, p.control_of,
-           list(r.topk_ids[1]) OVER (PARTITION BY r.run_id, r.prompt_id, r.prompt_variant, r.lens
-                                     ORDER BY r.layer ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-               AS top1_history
+           CASE WHEN k = 1 THEN [r.topk_ids[1]] ELSE h.top1_history END AS top1_history  -- k = 1: no window
     FROM v1_base.records r
     JOIN v1_base.prompts p USING (run_id, prompt_id, prompt_variant)
+    LEFT JOIN history h USING (run_id, prompt_id, prompt_variant, lens, layer)
     WHERE r.is_last_pos
 )
 SELECT run_id, model, prompt_id, prompt_variant, role, lens, layer, pos, entropy_bits,
        topk_ids, topk_tokens, topk_probs,
+       -- The token and id tests (a regex, string matching) run only where the probabilities pass.
        CASE WHEN topk_ids IS NULL THEN legacy_copy_collapse
-            ELSE coalesce(
-                topk_probs[1]::DOUBLE > threshold::DOUBLE
-                AND topk_probs[1]::DOUBLE - coalesce(topk_probs[2], 0)::DOUBLE > margin::DOUBLE
-                AND NOT v1.is_blank_or_punct(topk_tokens[1])
+            WHEN coalesce(topk_probs[1]::DOUBLE > threshold::DOUBLE
+                          AND topk_probs[1]::DOUBLE - coalesce(topk_probs[2], 0)::DOUBLE > margin::DOUBLE, false)
+            THEN coalesce(
+                NOT v1.is_blank_or_punct(topk_tokens[1])
                 AND v1.occurs_in(list_slice(top1_history, greatest(1, len(top1_history) - k + 1), len(top1_history)),
                                  context_ids),
                 false)
+            ELSE false
        END AS copy_collapse,
        entropy_bits <= 1.0 AS entropy_collapse,
        v1.is_answer(answer_rank, topk_tokens[1], gold) AS is_answer,

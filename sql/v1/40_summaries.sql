@@ -15,12 +15,13 @@ WHERE control_of IS NOT NULL
 GROUP BY run_id, model, lens, prompt_id, prompt_variant, control_of;
 
 CREATE OR REPLACE VIEW v1.ablation_summary AS
+WITH d AS MATERIALIZED (SELECT run_id, model, lens, prompt_id, prompt_variant, L_copy, L_semantic FROM v1.diagnostics)
 SELECT o.run_id, o.model, o.lens, o.prompt_id, a.prompt_variant AS ablation_variant,
        o.L_copy AS L_copy_orig, o.L_semantic AS L_sem_orig,
        a.L_copy AS L_copy_nf, a.L_semantic AS L_sem_nf,
        a.L_copy - o.L_copy AS delta_L_copy,
        a.L_semantic - o.L_semantic AS delta_L_sem
-FROM v1.diagnostics o
-JOIN v1.diagnostics a
+FROM d o
+JOIN d a
   ON a.run_id = o.run_id AND a.lens = o.lens AND a.prompt_id = o.prompt_id
  AND o.prompt_variant = 'orig' AND a.prompt_variant <> 'orig';

@@ -24,7 +24,7 @@ from lensdb.warehouse.schema import TABLES, with_metadata
 
 VIEW_VERSIONS = ("v1",)
 META_SCHEMA = "lensdb_meta"
-_HEADER_FIELD = re.compile(r"^--\s*(\w+):\s*(.*)$")
+_HEADER_FIELD = re.compile(r"^--\s*(view|version|what|inputs):\s*(.*)$")
 _DEFINED = re.compile(r"CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([\w.]+)", re.IGNORECASE)
 
 
@@ -141,8 +141,9 @@ def _installed_fingerprint(con) -> dict[str, str] | None:
 def connect(warehouse=None, *, read_only: bool = False):
     """A DuckDB connection to the warehouse's catalog, its views up to date.
 
-    If another process holds the catalog file, the views are installed in an in-memory
-    database instead, so a query never waits on a lock.
+    If the catalog file is busy (another process holds its lock, or this process has it
+    open with other settings), the views are installed in an in-memory database instead,
+    so a query never waits on a lock.
     """
     import duckdb
 
@@ -156,6 +157,8 @@ def connect(warehouse=None, *, read_only: bool = False):
             con.close()
             con = duckdb.connect(str(catalog), read_only=True)
         return con
+    except duckdb.ConnectionException:
+        pass  # open in this process with another configuration (read_only or not)
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise WarehouseError(f"cannot open the catalog {catalog}: {_first_line(exc)}") from None
@@ -243,14 +246,3 @@ def named_query(name: str) -> NamedQuery:
     if name not in queries:
         raise QueryError(f"unknown named query {name!r}; known: {', '.join(queries)}")
     return queries[name]
-
-
-def public_views() -> list[tuple[str, str, str]]:
-    """(name, version, what) of every public view and macro."""
-    rows = []
-    for view_version in VIEW_VERSIONS:
-        for sql_file in sql_files(view_version):
-            for name in sql_file.defines:
-                if name.startswith(f"{view_version}."):
-                    rows.append((name, sql_file.version, sql_file.what))
-    return rows

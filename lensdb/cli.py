@@ -7,6 +7,7 @@ so `lensdb --help` and `lensdb query` start quickly.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -161,9 +162,14 @@ def _listing(catalog) -> str:
     for named in catalog.named_queries().values():
         lines.append(f"  {named.name:<22} {named.description}")
     lines.append("")
-    lines.append("Views and macros (version, what):")
-    for view, version, what in catalog.public_views():
-        lines.append(f"  {view:<34} v{version}")
+    lines.append("Views and macros, by SQL file:")
+    for sql_file in catalog.sql_files():
+        public = [name for name in sql_file.defines if name.startswith("v1.")]
+        if not public:
+            continue
+        lines.append(f"  {sql_file.path.name} (version {sql_file.version})")
+        lines.extend(textwrap.wrap(", ".join(public), 96, initial_indent="      ", subsequent_indent="      "))
+        lines.extend(textwrap.wrap(sql_file.what, 96, initial_indent="      ", subsequent_indent="      "))
     return "\n".join(lines)
 
 

@@ -383,7 +383,7 @@ def _write_finals_and_consistency(model, output, batch, lenses, top_k, writer, v
     finals, consistency = [], []
     k_final = min(max(top_k, FINAL_TOP_K), model.d_vocab)
     for i, item in enumerate(batch):
-        for temperature in (1.0, *item.prompt.temperatures):
+        for temperature in dict.fromkeys((1.0, *item.prompt.temperatures)):  # 1.0: the model's own
             scaled = head_logits[i] / temperature
             ids, probs = lens_stats.top_k_of(scaled, k_final)
             finals.append(

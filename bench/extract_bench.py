@@ -574,53 +574,82 @@ def seed_style_prompt(lm: LensModel, prompt: SeedPrompt, records, next_token) ->
     input_ids = torch.tensor([prompt.input_ids], device=lm.device)
     residuals, final_logits = capture_residuals(lm, input_ids, torch.ones_like(input_ids))
     last = len(prompt.input_ids) - 1
-    final_log_probs = torch.log_softmax(final_logits[last], dim=-1)
+    final_at_last = (final_logits[last], torch.log_softmax(final_logits[last], dim=-1))
     for layer in range(lm.n_layers + 1):
         for pos in range(last + 1):
-            logits = lm.unembed_weight @ lm.lens_norms[layer](residuals[layer, pos])
-            if lm.unembed_bias is not None:
-                logits = logits + lm.unembed_bias
-            log_probs = torch.log_softmax(logits, dim=-1)
-            probs = log_probs.exp()
-            entropy = (-(probs * log_probs).sum() / LN2).item()
             k = TOP_K if is_verbose_position(prompt.tokens[pos], pos, last) else LEGACY_OTHER_K
-            top_probs, top_ids = torch.topk(probs, k)
-            top_probs, top_ids = top_probs.tolist(), top_ids.tolist()
-            top_tokens = [lm.tokenizer.decode([i]) for i in top_ids]
-            records.writerow(legacy_row(prompt, layer, pos, prompt.tokens[pos], entropy, top_tokens, top_probs))
+            row = lens_distribution(lm, layer, residuals[layer, pos], k)
+            records.writerow(legacy_row(prompt, layer, pos, prompt.tokens[pos], row))
             if pos == last:
-                row = legacy_row(prompt, layer, pos, NEXT_TOKEN_MARK, entropy, top_tokens, top_probs)
-                next_token.writerow(row + next_token_extras(prompt, logits, probs, log_probs, entropy, top_ids, top_probs, final_logits[last], final_log_probs))
+                extras = next_token_extras(prompt, row, *final_at_last)
+                next_token.writerow(legacy_row(prompt, layer, pos, NEXT_TOKEN_MARK, row) + extras)
 
 
-def legacy_row(prompt: SeedPrompt, layer: int, pos: int, token: str, entropy: float, tokens, probs) -> list:
-    cells = [prompt.id, prompt.variant, layer, pos, token, entropy]
-    for token_text, prob in zip(tokens, probs):
+@dataclass
+class LensDistribution:
+    """The norm lens at one (layer, position), as the seed computed it."""
+
+    logits: object
+    probs: object
+    log_probs: object
+    entropy_bits: float
+    top_ids: list[int]
+    top_probs: list[float]
+    top_tokens: list[str]
+
+
+def lens_distribution(lm: LensModel, layer: int, residual, k: int) -> LensDistribution:
+    """Norm + unembedding of one residual vector, softmax, top-k and one decode per listed token."""
+    import torch
+
+    logits = lm.unembed_weight @ lm.lens_norms[layer](residual)
+    if lm.unembed_bias is not None:
+        logits = logits + lm.unembed_bias
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = log_probs.exp()
+    top_probs, top_ids = torch.topk(probs, k)
+    top_ids = top_ids.tolist()
+    return LensDistribution(
+        logits=logits,
+        probs=probs,
+        log_probs=log_probs,
+        entropy_bits=(-(probs * log_probs).sum() / LN2).item(),
+        top_ids=top_ids,
+        top_probs=top_probs.tolist(),
+        top_tokens=[lm.tokenizer.decode([i]) for i in top_ids],
+    )
+
+
+def legacy_row(prompt: SeedPrompt, layer: int, pos: int, token: str, row: LensDistribution) -> list:
+    """One row of the legacy records CSV: k listed tokens, the unused slots empty, then rest_mass."""
+    cells = [prompt.id, prompt.variant, layer, pos, token, row.entropy_bits]
+    for token_text, prob in zip(row.top_tokens, row.top_probs):
         cells += [token_text, prob]
-    cells += [""] * (2 * (TOP_K - len(tokens)))
-    cells.append(1.0 - sum(probs))
+    cells += [""] * (2 * (TOP_K - len(row.top_tokens)))
+    cells.append(1.0 - sum(row.top_probs))
     return cells
 
 
-def next_token_extras(prompt: SeedPrompt, logits, probs, log_probs, entropy, top_ids, top_probs, final_logits, final_log_probs) -> list:
+def next_token_extras(prompt: SeedPrompt, row: LensDistribution, final_logits, final_log_probs) -> list:
     """The pure-next-token columns after rest_mass, for one layer at the last position."""
     import torch
 
     p_answer = answer_rank = control_margin = None
     if prompt.answer_id is not None:
-        p_answer_t = probs[prompt.answer_id]
-        p_answer = p_answer_t.item()
-        answer_rank = int((probs > p_answer_t).sum().item()) + 1
+        p_answer_tensor = row.probs[prompt.answer_id]
+        p_answer = p_answer_tensor.item()
+        answer_rank = int((row.probs > p_answer_tensor).sum().item()) + 1
         if prompt.paired_answer_id is not None:
-            control_margin = p_answer - probs[prompt.paired_answer_id].item()
-    kl_bits = ((probs * (log_probs - final_log_probs)).sum() / LN2).item()
-    cos = torch.nn.functional.cosine_similarity(logits, final_logits, dim=0).item()
+            control_margin = p_answer - row.probs[prompt.paired_answer_id].item()
+    kl_bits = ((row.probs * (row.log_probs - final_log_probs)).sum() / LN2).item()
+    cos = torch.nn.functional.cosine_similarity(row.logits, final_logits, dim=0).item()
+    top1_id, top1_prob = row.top_ids[0], row.top_probs[0]
     return [
-        top_ids[0] in prompt.input_ids and top_probs[0] > COPY_COLLAPSE_PROB,
-        entropy <= ENTROPY_COLLAPSE_BITS,
-        top_ids[0] == prompt.answer_id,
-        top_probs[0],
-        sum(top_probs[:5]),
+        top1_id in prompt.input_ids and top1_prob > COPY_COLLAPSE_PROB,
+        row.entropy_bits <= ENTROPY_COLLAPSE_BITS,
+        top1_id == prompt.answer_id,
+        top1_prob,
+        sum(row.top_probs[:5]),
         p_answer,
         kl_bits,
         answer_rank,

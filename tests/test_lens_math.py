@@ -83,7 +83,8 @@ def test_post_norm_model_uses_each_blocks_own_second_norm():
     assert torch.equal(lens_logits(_PostNormModel(), "final_ln", residual, np.arange(3)), residual)
 
 
-@pytest.mark.parametrize("block_bytes", [50 * 4, 3 * 50 * 4, 1 << 20])  # one row per block, uneven blocks, one block
+# one row per block, uneven blocks, one block per layer, the whole chunk at once (GPUs)
+@pytest.mark.parametrize("block_bytes", [50 * 4, 3 * 50 * 4, 1 << 20, None])
 def test_statistics_against_plain_definitions(block_bytes):
     torch.manual_seed(1)
     logits = torch.randn(2, 7, 50) * 3
@@ -130,15 +131,17 @@ def test_statistics_against_plain_definitions(block_bytes):
 
 def test_head_consistency_finds_the_temperature():
     torch.manual_seed(2)
-    z = torch.randn(100) * 4
+    z = torch.randn(3, 100) * 4
     grid = torch.logspace(-1, 1, 25)
-    true_temperature = float(grid[17])
-    head = torch.log_softmax(z / true_temperature, -1)
+    true_temperatures = [float(grid[17]), float(grid[3]), 1.0]
+    head = torch.log_softmax(z / torch.tensor(true_temperatures)[:, None], -1)
     fit = head_consistency(z, head, scale=None, softcap=None)
-    assert fit.temp_est == pytest.approx(true_temperature) and fit.kl_after_temp_bits < 1e-6
-    assert fit.kl_after_scale_bits is None and fit.kl_after_softcap_bits is None
+    assert fit.temp_est == pytest.approx(true_temperatures)
+    assert max(fit.kl_after_temp_bits) < 1e-6
+    assert fit.kl_after_scale_bits == [None] * 3 and fit.kl_after_softcap_bits == [None] * 3
     capped = torch.log_softmax(torch.tanh(z / 3.0) * 3.0, -1)
     fit = head_consistency(z, capped, scale=2.0, softcap=3.0)
-    assert fit.kl_after_softcap_bits < 1e-6
-    assert fit.kl_after_scale_bits == pytest.approx(float(kl_bits(torch.log_softmax(z / 2.0, -1), capped)))
-    assert fit.kl_after_scale_then_softcap_bits is not None
+    assert max(fit.kl_after_softcap_bits) < 1e-6
+    expected = kl_bits(torch.log_softmax(z / 2.0, -1), capped).tolist()
+    assert fit.kl_after_scale_bits == pytest.approx(expected)
+    assert all(value is not None for value in fit.kl_after_scale_then_softcap_bits)

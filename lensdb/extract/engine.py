@@ -6,6 +6,7 @@ Data flow: model -> residuals of a batch (capture) -> lens logits of a chunk of 
 
 from __future__ import annotations
 
+import ctypes
 import math
 import sys
 import time
@@ -41,7 +42,7 @@ DEFAULT_TOP_K = 20
 FINAL_TOP_K = 20  # the legacy final_prediction lists 20 tokens
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SEED = 316  # the original experiment's seed
-CHUNK_BYTES = 128 << 20  # float32 logits of one chunk of layers x positions
+CHUNK_BYTES = {"cpu": 128 << 20, "gpu": 512 << 20}  # float32 logits of one chunk of layers x positions
 LAST_LAYER_KL_FLAG_BITS = {torch.float32: 1e-3}  # half precision: rounding alone reaches ~1e-2 bits
 LAST_LAYER_KL_FLAG_BITS_HALF = 5e-2
 
@@ -99,7 +100,7 @@ def extract(
     model_name: str | None = None,
     seed: int = DEFAULT_SEED,
     progress: bool = False,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> RunSummary:
     """Extract every prompt x lens x layer x position record of `model` into the warehouse.
 
@@ -133,6 +134,8 @@ def extract(
         prepared = prepare_prompts(loaded, prompt_set)
         vocab = vocabulary_strings(loaded)
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
+        if chunk_bytes is None:
+            chunk_bytes = CHUNK_BYTES["cpu" if chosen_device.type == "cpu" else "gpu"]
         check = _run_batches(loaded, prepared, vocab, writer, lenses, top_k, batch_size, keep_residuals, progress, chunk_bytes)
         extract_seconds = time.perf_counter() - t1
         manifest = manifest_table(
@@ -295,8 +298,31 @@ def _run_batches(
                         pa.float16() if model.dtype == torch.float16 else pa.float32(), model.d_model
                     ),
                 )
+            del output
+            _return_freed_memory()
             bar.update(len(batch))
     return check
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps the heap pages of freed tensors; without this, resident memory creeps up
+    batch after batch instead of staying at one batch's worth."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _row_index(batch: list[PreparedPrompt]) -> RowIndex:
@@ -336,6 +362,8 @@ def _write_lens_records(model, output, batch, rows, lenses, top_k, chunk_bytes, 
                 answer_ids=answer_ids[row_slice],
                 paired_ids=paired_ids[row_slice],
                 top_k=top_k,
+                # Cache-sized blocks on CPUs; on GPUs many small kernels cost more than memory traffic.
+                block_bytes=lens_stats.BLOCK_BYTES if device.type == "cpu" else None,
             )
             for lens, result in results.items():
                 batch_records = records_batch(
@@ -378,25 +406,10 @@ def _write_finals_and_consistency(model, output, batch, lenses, top_k, writer, v
     last_rows = torch.tensor(np.cumsum(lengths) - 1, device=model.device)
     head_logits = output.logits[last_rows]
     head_log_probs = torch.log_softmax(head_logits, dim=-1)
+    writer.append("finals", finals_table(model, batch, head_logits, top_k, vocab), schema.FINALS)
     last_layer = np.array([model.n_layers])
     last_residuals = output.residuals[model.n_layers :, last_rows]
-    finals, consistency = [], []
-    k_final = min(max(top_k, FINAL_TOP_K), model.d_vocab)
-    for i, item in enumerate(batch):
-        for temperature in dict.fromkeys((1.0, *item.prompt.temperatures)):  # 1.0: the model's own
-            scaled = head_logits[i] / temperature
-            ids, probs = lens_stats.top_k_of(scaled, k_final)
-            finals.append(
-                {
-                    "prompt_id": item.prompt.id,
-                    "prompt_variant": item.prompt.variant,
-                    "temperature": temperature,
-                    "entropy_bits": float(lens_stats.entropy_bits(scaled).item()),
-                    "topk_ids": ids.tolist(),
-                    "topk_tokens": vocab.take(pa.array(ids.cpu().numpy())).to_pylist(),
-                    "topk_probs": probs.tolist(),
-                }
-            )
+    consistency = []
     for lens in dict.fromkeys((*lenses, "final_ln")):
         logits = lens_logits(model, lens, last_residuals, last_layer)[0]
         if lens == "final_ln":
@@ -406,24 +419,48 @@ def _write_finals_and_consistency(model, output, batch, lenses, top_k, writer, v
             check.prompts += len(batch)
             if lens not in lenses:
                 continue
-        for i, item in enumerate(batch):
-            fit = lens_stats.head_consistency(logits[i], head_log_probs[i], model.logit_scale, model.logit_softcap)
-            consistency.append(
-                {
-                    "prompt_id": item.prompt.id,
-                    "prompt_variant": item.prompt.variant,
-                    "lens": lens,
-                    "temp_est": fit.temp_est,
-                    "kl_after_temp_bits": fit.kl_after_temp_bits,
-                    "cfg_scale": model.logit_scale,
-                    "cfg_softcap": model.logit_softcap,
-                    "kl_after_scale_bits": fit.kl_after_scale_bits,
-                    "kl_after_softcap_bits": fit.kl_after_softcap_bits,
-                    "kl_after_scale_then_softcap_bits": fit.kl_after_scale_then_softcap_bits,
-                }
-            )
-    writer.append("finals", pa.Table.from_pylist(finals, schema=schema.FINALS), schema.FINALS)
-    writer.append("consistency", pa.Table.from_pylist(consistency, schema=schema.CONSISTENCY), schema.CONSISTENCY)
+        fit = lens_stats.head_consistency(logits, head_log_probs, model.logit_scale, model.logit_softcap)
+        consistency.append(
+            {
+                "prompt_id": [p.prompt.id for p in batch],
+                "prompt_variant": [p.prompt.variant for p in batch],
+                "lens": [lens] * len(batch),
+                "temp_est": fit.temp_est,
+                "kl_after_temp_bits": fit.kl_after_temp_bits,
+                "cfg_scale": [model.logit_scale] * len(batch),
+                "cfg_softcap": [model.logit_softcap] * len(batch),
+                "kl_after_scale_bits": fit.kl_after_scale_bits,
+                "kl_after_softcap_bits": fit.kl_after_softcap_bits,
+                "kl_after_scale_then_softcap_bits": fit.kl_after_scale_then_softcap_bits,
+            }
+        )
+    for columns in consistency:
+        writer.append("consistency", pa.Table.from_pydict(columns, schema=schema.CONSISTENCY), schema.CONSISTENCY)
+
+
+def finals_table(model, batch, head_logits: torch.Tensor, top_k: int, vocab: pa.Array) -> pa.Table:
+    """The model's own distribution at each prompt's last position (temperature 1.0) and at the
+    temperatures the prompt asks for: top max(top_k, 20) and entropy, all rows in one pass."""
+    rows = [(i, t) for i, item in enumerate(batch) for t in dict.fromkeys((1.0, *item.prompt.temperatures))]
+    index = torch.tensor([i for i, _ in rows], device=head_logits.device)
+    temperatures = torch.tensor([t for _, t in rows], device=head_logits.device, dtype=head_logits.dtype)
+    scaled = head_logits[index] / temperatures[:, None]
+    k_final = min(max(top_k, FINAL_TOP_K), model.d_vocab)
+    ids, probs = lens_stats.top_k_of(scaled, k_final)
+    flat_ids = ids.cpu().numpy().astype(np.int32)
+    offsets = pa.array(np.arange(0, flat_ids.size + 1, k_final, dtype=np.int32))
+    return pa.Table.from_pydict(
+        {
+            "prompt_id": [batch[i].prompt.id for i, _ in rows],
+            "prompt_variant": [batch[i].prompt.variant for i, _ in rows],
+            "temperature": [t for _, t in rows],
+            "entropy_bits": lens_stats.entropy_bits(scaled).cpu().numpy(),
+            "topk_ids": pa.ListArray.from_arrays(offsets, pa.array(flat_ids.reshape(-1))),
+            "topk_tokens": pa.ListArray.from_arrays(offsets, vocab.take(flat_ids.reshape(-1))),
+            "topk_probs": pa.ListArray.from_arrays(offsets, pa.array(probs.cpu().numpy().reshape(-1))),
+        },
+        schema=schema.FINALS,
+    )
 
 
 def manifest_table(

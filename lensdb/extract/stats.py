@@ -64,45 +64,50 @@ def chunk_statistics(
     answer_ids: torch.Tensor,
     paired_ids: torch.Tensor,
     top_k: int,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = BLOCK_BYTES,
 ) -> dict[str, LensStats]:
     """Statistics of each lens's logits (layers, P, V) against the model's final distribution.
 
     final_log_probs and final_logits_unit (unit-norm final logits) are (P, V) at the same
     positions; answer_ids / paired_ids (P,) hold token ids or NO_TOKEN. When the norm lens
-    is among the lenses, every other lens also gets KL(norm || lens). Rows are handled in
-    blocks small enough to stay in cache: every statistic of a block is computed while
-    its logits are there, and the norm lens's block is kept for the comparisons.
+    is among the lenses, every other lens also gets KL(norm || lens).
+
+    With `block_bytes` (the CPU), rows are handled in blocks small enough to stay in cache:
+    every statistic of a block is computed while its logits are there. With None (GPUs,
+    where many small kernels cost more than memory traffic), each lens is one block.
     """
     lenses = list(logits_by_lens)
     layers, positions, vocab = next(iter(logits_by_lens.values())).shape
     device = final_log_probs.device
     compare = "norm" in lenses and len(lenses) > 1
     results = {lens: LensStats.empty(layers, positions, top_k, device, compare and lens != "norm") for lens in lenses}
+    has_answer = (answer_ids != NO_TOKEN).cpu().numpy()
+    has_paired = (paired_ids != NO_TOKEN).cpu().numpy()
     answer_index = answer_ids.clamp(min=0).unsqueeze(-1)
     paired_index = paired_ids.clamp(min=0).unsqueeze(-1)
-    block = max(1, block_bytes // (vocab * 4))
-    for layer in range(layers):
-        for start in range(0, positions, block):
-            rows = slice(start, min(positions, start + block))
-            norm_block = None
-            for lens in lenses:
-                out = results[lens]
-                probs, log_probs = _block_statistics(
-                    logits_by_lens[lens][layer, rows],
-                    out,
-                    (layer, rows),
-                    final_log_probs[rows],
-                    final_logits_unit[rows],
-                    answer_index[rows],
-                    paired_index[rows],
-                    top_k,
-                )
-                if lens == "norm":
-                    norm_block = (probs, log_probs)
-                elif out.kl_vs_norm_bits is not None:
-                    norm_probs, norm_log_probs = norm_block
-                    out.kl_vs_norm_bits[layer, rows] = (norm_probs * (norm_log_probs - log_probs)).sum(dim=-1)
+    if block_bytes is None:
+        blocks = [(slice(None), slice(None))]
+    else:
+        block = max(1, block_bytes // (vocab * 4))
+        blocks = [(layer, slice(start, start + block)) for layer in range(layers) for start in range(0, positions, block)]
+    for layer_index, rows in blocks:
+        at = (layer_index, rows)
+        golds = []
+        if has_answer[rows].any():
+            golds.append((answer_index[rows], "answer"))
+        if has_paired[rows].any():
+            golds.append((paired_index[rows], "paired"))
+        norm_block = None
+        for lens in lenses:
+            out = results[lens]
+            probs, log_probs = _block_statistics(
+                logits_by_lens[lens][at], out, at, final_log_probs[rows], final_logits_unit[rows], golds, top_k
+            )
+            if lens == "norm":
+                norm_block = (probs, log_probs)
+            elif out.kl_vs_norm_bits is not None:
+                norm_probs, norm_log_probs = norm_block
+                out.kl_vs_norm_bits[at] = (norm_probs * (norm_log_probs - log_probs)).sum(dim=-1)
     for lens, out in results.items():
         out.kl_to_final_bits = _to_bits(out.kl_to_final_bits)
         if out.kl_vs_norm_bits is not None:
@@ -118,11 +123,12 @@ def chunk_statistics(
     return results
 
 
-def _block_statistics(logits, out: LensStats, at, final_log_probs, final_unit, answer_index, paired_index, top_k):
-    """Fill `out` at `at` for one block of rows (B, V); returns the block's probabilities and log-probabilities."""
+def _block_statistics(logits, out: LensStats, at, final_log_probs, final_unit, golds, top_k):
+    """Fill `out` at `at` for one block of rows (..., B, V); returns the block's probabilities
+    and log-probabilities. `golds` lists (token index (B, 1), "answer" | "paired") to rank."""
     top_logits, top_ids = torch.topk(logits, top_k, dim=-1)
     out.cos_to_final[at] = (logits * final_unit).sum(dim=-1) / (torch.linalg.vector_norm(logits, dim=-1) + 1e-12)
-    log_probs = logits - top_logits[:, :1]  # shifted by the row maximum: exp cannot overflow
+    log_probs = logits - top_logits[..., :1]  # shifted by the row maximum: exp cannot overflow
     probs = log_probs.exp()
     total = probs.sum(dim=-1, keepdim=True)
     probs.div_(total)
@@ -131,11 +137,9 @@ def _block_statistics(logits, out: LensStats, at, final_log_probs, final_unit, a
     out.kl_to_final_bits[at] = (probs * (log_probs - final_log_probs)).sum(dim=-1)
     out.topk_ids[at] = top_ids
     out.topk_probs[at] = probs.gather(-1, top_ids)
-    for index, p_out, rank_out in (
-        (answer_index, out.p_answer, out.answer_rank),
-        (paired_index, out.p_paired_answer, out.paired_answer_rank),
-    ):
-        p_token = probs.gather(-1, index)
+    for index, which in golds:
+        p_out, rank_out = (out.p_answer, out.answer_rank) if which == "answer" else (out.p_paired_answer, out.paired_answer_rank)
+        p_token = probs.gather(-1, index.expand(*probs.shape[:-1], 1))
         p_out[at] = p_token.squeeze(-1)
         rank_out[at] = (probs > p_token).sum(dim=-1, dtype=torch.int32) + 1
     return probs, log_probs
@@ -167,37 +171,41 @@ def top_k_of(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class HeadConsistency:
-    temp_est: float
-    kl_after_temp_bits: float
-    kl_after_scale_bits: float | None
-    kl_after_softcap_bits: float | None
-    kl_after_scale_then_softcap_bits: float | None
+    """Per prompt: the best scalar temperature and the config's transforms, lens vs head."""
+
+    temp_est: list[float]
+    kl_after_temp_bits: list[float]
+    kl_after_scale_bits: list[float | None]
+    kl_after_softcap_bits: list[float | None]
+    kl_after_scale_then_softcap_bits: list[float | None]
 
 
 def head_consistency(
     lens_logits: torch.Tensor, final_log_probs: torch.Tensor, scale: float | None, softcap: float | None
 ) -> HeadConsistency:
-    """How well a scalar temperature or the config's logit transform maps lens logits (V,) onto the head.
+    """How well a scalar temperature or the config's logit transform maps lens logits (B, V) onto the head.
 
     temp_est is the grid temperature s in [0.1, 10] minimising KL(softmax(z / s) || head);
-    the first minimum wins.
+    the first minimum wins. `scale` divides the logits, `softcap` is tanh(z / c) * c.
     """
     grid = torch.logspace(-1, 1, steps=TEMPERATURE_GRID_STEPS, dtype=torch.float32, device=lens_logits.device)
     z = lens_logits.float()
-    kls = kl_bits(torch.log_softmax(z.unsqueeze(0) / grid.unsqueeze(1), dim=-1), final_log_probs.unsqueeze(0))
-    best = int(torch.argmin(kls).item())  # argmin returns the first minimum
+    rows = z.shape[0]
+    kls = kl_bits(torch.log_softmax(z.unsqueeze(1) / grid[:, None], dim=-1), final_log_probs.unsqueeze(1))
+    best = torch.argmin(kls, dim=-1)  # the first minimum
 
-    def kl_of(transformed: torch.Tensor) -> float:
-        return float(kl_bits(torch.log_softmax(transformed, dim=-1), final_log_probs).item())
+    def kl_of(transformed: torch.Tensor) -> list[float]:
+        return kl_bits(torch.log_softmax(transformed, dim=-1), final_log_probs).tolist()
 
     has_scale = scale is not None and scale > 0
     has_softcap = softcap is not None and softcap > 0
+    nothing = [None] * rows
     return HeadConsistency(
-        temp_est=float(grid[best].item()),
-        kl_after_temp_bits=float(kls[best].item()),
-        kl_after_scale_bits=kl_of(z / scale) if has_scale else None,
-        kl_after_softcap_bits=kl_of(torch.tanh(z / softcap) * softcap) if has_softcap else None,
+        temp_est=grid[best].tolist(),
+        kl_after_temp_bits=kls.gather(-1, best[:, None]).squeeze(-1).tolist(),
+        kl_after_scale_bits=kl_of(z / scale) if has_scale else nothing,
+        kl_after_softcap_bits=kl_of(torch.tanh(z / softcap) * softcap) if has_softcap else nothing,
         kl_after_scale_then_softcap_bits=kl_of(torch.tanh((z / scale) / softcap) * softcap)
         if has_scale and has_softcap
-        else None,
+        else nothing,
     )

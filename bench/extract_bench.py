@@ -763,7 +763,7 @@ def run_benchmark(args) -> dict:
     from lensdb.extract.engine import CHUNK_BYTES
 
     args.model = ensure_model(Path(args.model), Path(args.tokenizer)) if args.model == str(DEFAULT_MODEL_DIR) else Path(args.model)
-    args.chunk_bytes = CHUNK_BYTES
+    args.chunk_bytes = CHUNK_BYTES["cpu" if args.device == "cpu" else "gpu"]  # lensdb's own, per device
     args.floor_block_bytes = lens_statistics_block_bytes()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"run-n{args.n}-", dir=OUT_DIR))

@@ -129,18 +129,19 @@ def test_statistics_against_plain_definitions(block_bytes):
     assert alone["raw"].kl_vs_norm_bits is None
 
 
-def test_head_consistency_finds_the_temperature():
+@pytest.mark.parametrize("one_row_at_a_time", [True, False])
+def test_head_consistency_finds_the_temperature(one_row_at_a_time):
     torch.manual_seed(2)
     z = torch.randn(3, 100) * 4
     grid = torch.logspace(-1, 1, 25)
     true_temperatures = [float(grid[17]), float(grid[3]), 1.0]
     head = torch.log_softmax(z / torch.tensor(true_temperatures)[:, None], -1)
-    fit = head_consistency(z, head, scale=None, softcap=None)
+    fit = head_consistency(z, head, scale=None, softcap=None, one_row_at_a_time=one_row_at_a_time)
     assert fit.temp_est == pytest.approx(true_temperatures)
     assert max(fit.kl_after_temp_bits) < 1e-6
     assert fit.kl_after_scale_bits == [None] * 3 and fit.kl_after_softcap_bits == [None] * 3
     capped = torch.log_softmax(torch.tanh(z / 3.0) * 3.0, -1)
-    fit = head_consistency(z, capped, scale=2.0, softcap=3.0)
+    fit = head_consistency(z, capped, scale=2.0, softcap=3.0, one_row_at_a_time=one_row_at_a_time)
     assert max(fit.kl_after_softcap_bits) < 1e-6
     expected = kl_bits(torch.log_softmax(z / 2.0, -1), capped).tolist()
     assert fit.kl_after_scale_bits == pytest.approx(expected)

@@ -409,9 +409,16 @@ def _write_finals_and_consistency(model, output, batch, lenses, top_k, writer, v
     writer.append("finals", finals_table(model, batch, head_logits, top_k, vocab), schema.FINALS)
     last_layer = np.array([model.n_layers])
     last_residuals = output.residuals[model.n_layers :, last_rows]
+    # Lenses that apply the same norm at the last layer (norm and final_ln on pre-norm
+    # models) share one projection and one fit.
+    fits: dict = {}
     consistency = []
     for lens in dict.fromkeys((*lenses, "final_ln")):
-        logits = lens_logits(model, lens, last_residuals, last_layer)[0]
+        ref = lens_math.norm_for(lens, model.n_layers, model.n_layers, model.architecture)
+        if ref not in fits:
+            logits = lens_logits(model, lens, last_residuals, last_layer)[0]
+            fits[ref] = (logits, None)
+        logits, fit = fits[ref]
         if lens == "final_ln":
             kl = lens_stats.kl_bits(torch.log_softmax(logits, dim=-1), head_log_probs)
             check.max_kl_bits = max(check.max_kl_bits, float(kl.max().item()))
@@ -419,7 +426,11 @@ def _write_finals_and_consistency(model, output, batch, lenses, top_k, writer, v
             check.prompts += len(batch)
             if lens not in lenses:
                 continue
-        fit = lens_stats.head_consistency(logits, head_log_probs, model.logit_scale, model.logit_softcap)
+        if fit is None:
+            fit = lens_stats.head_consistency(
+                logits, head_log_probs, model.logit_scale, model.logit_softcap, one_row_at_a_time=model.device.type == "cpu"
+            )
+            fits[ref] = (logits, fit)
         consistency.append(
             {
                 "prompt_id": [p.prompt.id for p in batch],

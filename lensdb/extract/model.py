@@ -176,7 +176,8 @@ def load_model(source: ModelSource, config, device: torch.device, dtype: torch.d
     half = dtype in (torch.float16, torch.bfloat16)
     unembed_weight = weight.float().t().contiguous() if half else weight.t()
     bias = getattr(unembed, "bias", None)
-    unembed_bias = bias.detach().float() if bias is not None else None
+    # The bridge gives bias-free heads a zero bias: skip adding it to every logit.
+    unembed_bias = bias.detach().float() if bias is not None and bool(bias.detach().any()) else None
     # Post-norm models (OPT with do_layer_norm_before=False) have no final norm: identity.
     final_norm = getattr(getattr(bridge, "ln_final", None), "_original_component", None)
     norms: dict[NormRef, Norm | None] = {FINAL_NORM: infer_norm(final_norm) if final_norm is not None else None}

@@ -181,17 +181,32 @@ class HeadConsistency:
 
 
 def head_consistency(
-    lens_logits: torch.Tensor, final_log_probs: torch.Tensor, scale: float | None, softcap: float | None
+    lens_logits: torch.Tensor,
+    final_log_probs: torch.Tensor,
+    scale: float | None,
+    softcap: float | None,
+    *,
+    one_row_at_a_time: bool = True,
 ) -> HeadConsistency:
     """How well a scalar temperature or the config's logit transform maps lens logits (B, V) onto the head.
 
     temp_est is the grid temperature s in [0.1, 10] minimising KL(softmax(z / s) || head);
     the first minimum wins. `scale` divides the logits, `softcap` is tanh(z / c) * c.
+    On CPUs one row and temperature at a time keeps the vectors in cache; GPUs take the
+    whole (B, temperatures, V) tensor at once.
     """
     grid = torch.logspace(-1, 1, steps=TEMPERATURE_GRID_STEPS, dtype=torch.float32, device=lens_logits.device)
     z = lens_logits.float()
     rows = z.shape[0]
-    kls = kl_bits(torch.log_softmax(z.unsqueeze(1) / grid[:, None], dim=-1), final_log_probs.unsqueeze(1))
+    if one_row_at_a_time:
+        kls = torch.stack(
+            [
+                torch.stack([kl_bits(torch.log_softmax(z[row] / s, dim=-1), final_log_probs[row]) for s in grid])
+                for row in range(rows)
+            ]
+        )
+    else:
+        kls = kl_bits(torch.log_softmax(z.unsqueeze(1) / grid[:, None], dim=-1), final_log_probs.unsqueeze(1))
     best = torch.argmin(kls, dim=-1)  # the first minimum
 
     def kl_of(transformed: torch.Tensor) -> list[float]:

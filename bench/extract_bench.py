@@ -951,11 +951,10 @@ PHASES = {"floor": run_floor_phase, "lensdb": run_lensdb_phase, "seed-style": ru
 
 
 def parse_args(argv=None):
-    from lensdb.extract.engine import DEFAULT_BATCH_SIZE
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="See the module docstring for the phases.")
     parser.add_argument("--n", type=int, default=64, help="the first N prompts of the capitals set (default 64)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"default: lensdb's ({DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: lensdb's for the device (8 on CPU, 32 on CUDA)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="a local model directory (default: random GPT-2 small)")
     parser.add_argument("--tokenizer", default=str(GPT2_TOKENIZER_DIR), help="the GPT-2 tokenizer for the default model")
@@ -980,6 +979,10 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.device = resolve_device(args.device)
+    if args.batch_size is None:
+        from lensdb.extract.engine import default_batch_size
+
+        args.batch_size = default_batch_size(args.device)
     if args.phase:
         result = PHASES[args.phase](args)
         Path(args.result).write_text(json.dumps(result)) if args.result else print(json.dumps(result, indent=2))

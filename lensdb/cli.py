@@ -58,7 +58,7 @@ def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: cuda, then mps, then cpu, by a conservative memory-fit estimate.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32.")
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass [default: 8 on CPU and MPS, 32 on CUDA].")
 @click.option("--keep-residuals", is_flag=True, help="Also store every residual vector (its own table, model dtype).")
 @click.option("--run-id", help="Id of the new run [default: UTC time and a random suffix].")
 @click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")

@@ -40,7 +40,7 @@ from lensdb.warehouse.writer import RunWriter
 
 DEFAULT_TOP_K = 20
 FINAL_TOP_K = 20  # the legacy final_prediction lists 20 tokens
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = {"cpu": 8, "mps": 8, "cuda": 32}  # prompts per forward pass, per device type
 DEFAULT_SEED = 316  # the original experiment's seed
 CHUNK_BYTES = {"cpu": 128 << 20, "gpu": 512 << 20}  # float32 logits of one chunk of layers x positions
 LAST_LAYER_KL_FLAG_BITS = {torch.float32: 1e-3}  # half precision: rounding alone reaches ~1e-2 bits
@@ -94,7 +94,7 @@ def extract(
     device: str = "auto",
     dtype: str = "auto",
     revision: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     keep_residuals: bool = False,
     run_id: str | None = None,
     model_name: str | None = None,
@@ -110,7 +110,7 @@ def extract(
     lenses = _check_lenses(lenses)
     if top_k < 1:
         raise LensdbError("--top-k must be at least 1")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise LensdbError("--batch-size must be at least 1")
     prompt_set = load_prompt_set(prompts)
     warehouse_path = layout.resolve_warehouse(warehouse)
@@ -134,6 +134,7 @@ def extract(
         prepared = prepare_prompts(loaded, prompt_set)
         vocab = vocabulary_strings(loaded)
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
+        batch_size = batch_size or default_batch_size(chosen_device.type)
         if chunk_bytes is None:
             chunk_bytes = CHUNK_BYTES["cpu" if chosen_device.type == "cpu" else "gpu"]
         check = _run_batches(loaded, prepared, vocab, writer, lenses, top_k, batch_size, keep_residuals, progress, chunk_bytes)
@@ -159,6 +160,10 @@ def extract(
         last_layer_flagged=check.flagged,
         timings={"loaded_at": loaded_at},
     )
+
+
+def default_batch_size(device_type: str) -> int:
+    return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cpu"])
 
 
 def _check_lenses(lenses) -> tuple[str, ...]:

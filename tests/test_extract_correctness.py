@@ -179,3 +179,39 @@ def test_consistency_rows(extracted):
         assert math.isclose(row["temp_est"], float(grid[best]), rel_tol=1e-6) or kls[best] == pytest.approx(
             min(kls), abs=2e-4
         )
+
+
+def test_keep_residuals_stores_the_models_residual_stream(tiny_llama, tiny_prompts, tmp_path):
+    import lensdb
+
+    summary = run_extract(tiny_llama, tiny_prompts, tmp_path / "warehouse", lenses=("norm",), keep_residuals=True)
+    prompts = {(p["prompt_id"], p["prompt_variant"]): p for p in read_table(summary.path, "prompts")}
+    n_layers = read_table(summary.path, "manifest")[0]["n_layers"]
+    rows = lensdb.query(
+        "SELECT prompt_id, prompt_variant, layer, pos, resid FROM v1.residuals", warehouse=tmp_path / "warehouse"
+    ).to_pylist()
+    assert len(rows) == sum(p["n_tokens"] for p in prompts.values()) * (n_layers + 1)
+    for key, prompt in prompts.items():
+        ref = hidden_states(str(tiny_llama), prompt["token_ids"])
+        mine = {(r["layer"], r["pos"]): r["resid"] for r in rows if (r["prompt_id"], r["prompt_variant"]) == key}
+        for (layer, pos), vector in mine.items():
+            assert np.allclose(vector, ref[layer][pos], atol=1e-5)
+
+
+def hidden_states(model_dir: str, token_ids: list[int]):
+    """Block inputs/outputs by plain forward hooks on the Hugging Face model."""
+    import torch
+
+    from tests.reference import _parts, load_hf
+
+    model = load_hf(model_dir)
+    blocks, _, _ = _parts(model)
+    outputs = []
+    handles = [block.register_forward_hook(lambda m, i, o: outputs.append(o[0] if isinstance(o, tuple) else o)) for block in blocks]
+    try:
+        with torch.no_grad():
+            out = model(torch.tensor([token_ids]), output_hidden_states=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [out.hidden_states[0][0].numpy()] + [o[0].numpy() for o in outputs]

@@ -39,9 +39,12 @@ def _parts(model):
     return blocks, [b.input_layernorm for b in blocks], model.model.norm
 
 
-def reference_lens(model_dir: str, token_ids: list[int], lenses=("norm", "final_ln", "raw")) -> ReferenceLens:
+def residual_stream(model_dir: str, token_ids: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The residual at layers 0..n_layers: the embeddings (hidden_states[0]), then each decoder
+    block's output (forward hooks: Hugging Face's last hidden state is after the final norm);
+    and the model's own logits."""
     model = load_hf(str(model_dir))
-    blocks, input_norms, final_norm = _parts(model)
+    blocks, _, _ = _parts(model)
     outputs: list[torch.Tensor] = []
     handles = [block.register_forward_hook(lambda m, i, o: outputs.append(o[0] if isinstance(o, tuple) else o)) for block in blocks]
     try:
@@ -50,7 +53,13 @@ def reference_lens(model_dir: str, token_ids: list[int], lenses=("norm", "final_
     finally:
         for handle in handles:
             handle.remove()
-    residuals = [out.hidden_states[0][0]] + [o[0] for o in outputs]
+    return [out.hidden_states[0][0]] + [o[0] for o in outputs], out.logits[0]
+
+
+def reference_lens(model_dir: str, token_ids: list[int], lenses=("norm", "final_ln", "raw")) -> ReferenceLens:
+    model = load_hf(str(model_dir))
+    blocks, input_norms, final_norm = _parts(model)
+    residuals, final_logits = residual_stream(model_dir, token_ids)
     n_layers = len(blocks)
     probs, logits_by_lens = {}, {}
     with torch.no_grad():
@@ -67,7 +76,7 @@ def reference_lens(model_dir: str, token_ids: list[int], lenses=("norm", "final_
             stacked = torch.stack(per_layer)
             logits_by_lens[lens] = stacked.numpy()
             probs[lens] = torch.softmax(stacked, dim=-1).numpy()
-    final_logits = out.logits[0].double()
+    final_logits = final_logits.double()
     return ReferenceLens(
         probs=probs,
         final_probs=torch.softmax(final_logits, dim=-1).numpy(),

@@ -14,12 +14,11 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import lensdb
 from lensdb import catalog
-from lensdb.cli import main
 from tests import warehouse_fixtures as wf
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +30,6 @@ def pristine(tmp_path_factory) -> Path:
 @pytest.fixture
 def warehouse(pristine, tmp_path) -> Path:
     return Path(shutil.copytree(pristine, tmp_path / "warehouse", symlinks=True))
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("lensdb: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def new_run(run_id: str, model: str = "model-c") -> wf.Run:

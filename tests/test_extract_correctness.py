@@ -10,7 +10,7 @@ import pytest
 
 from lensdb.extract.engine import extract
 from tests.conftest import write_jsonl
-from tests.reference import cosine, entropy_bits, kl_bits, rank_bounds, reference_lens
+from tests.reference import cosine, entropy_bits, kl_bits, rank_bounds, reference_lens, residual_stream
 
 LENSES = ("final_ln", "norm", "raw")
 PROB_TOL = 1e-5
@@ -192,26 +192,8 @@ def test_keep_residuals_stores_the_models_residual_stream(tiny_llama, tiny_promp
     ).to_pylist()
     assert len(rows) == sum(p["n_tokens"] for p in prompts.values()) * (n_layers + 1)
     for key, prompt in prompts.items():
-        ref = hidden_states(str(tiny_llama), prompt["token_ids"])
+        ref, _ = residual_stream(str(tiny_llama), prompt["token_ids"])
         mine = {(r["layer"], r["pos"]): r["resid"] for r in rows if (r["prompt_id"], r["prompt_variant"]) == key}
         for (layer, pos), vector in mine.items():
-            assert np.allclose(vector, ref[layer][pos], atol=1e-5)
+            assert np.allclose(vector, ref[layer][pos].numpy(), atol=1e-5)
 
-
-def hidden_states(model_dir: str, token_ids: list[int]):
-    """Block inputs/outputs by plain forward hooks on the Hugging Face model."""
-    import torch
-
-    from tests.reference import _parts, load_hf
-
-    model = load_hf(model_dir)
-    blocks, _, _ = _parts(model)
-    outputs = []
-    handles = [block.register_forward_hook(lambda m, i, o: outputs.append(o[0] if isinstance(o, tuple) else o)) for block in blocks]
-    try:
-        with torch.no_grad():
-            out = model(torch.tensor([token_ids]), output_hidden_states=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [out.hidden_states[0][0].numpy()] + [o[0].numpy() for o in outputs]

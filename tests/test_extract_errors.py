@@ -10,11 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from lensdb.cli import main
 from lensdb.extract import engine
 from tests.conftest import write_jsonl
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 
 def committed_runs(warehouse: Path) -> list[Path]:
@@ -24,19 +23,6 @@ def committed_runs(warehouse: Path) -> list[Path]:
 def staged(warehouse: Path) -> list[Path]:
     folder = warehouse / "_staging"
     return sorted(folder.iterdir()) if folder.is_dir() else []
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, *fragments: str):
-    assert result.exit_code != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("lensdb: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import lensdb
-from lensdb.cli import main
 from lensdb.legacy import format as fmt
 from tests.conftest import LEGACY_RUN
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 MODELS = ("Meta-Llama-3-8B", "gemma-2-9b", "Qwen3-8B")
 
@@ -57,21 +56,8 @@ DIAGNOSTICS_COLUMNS = {
 }
 
 
-def run_cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
 def assert_ok(result):
     assert result.exit_code == 0, result.stderr
-
-
-def assert_one_line_error(result, *fragments: str):
-    assert result.exit_code != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("lensdb: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def committed_runs(warehouse: Path) -> list[Path]:

@@ -51,12 +51,12 @@ def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
 
 @main.command()
 @click.argument("model")
-@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set: a name from prompts/ (seed, capitals) or a .yaml/.jsonl file.")
+@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_split_lenses, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm).")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True, help="Top tokens kept per record.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: cuda, then mps, then cpu, by a conservative memory-fit estimate.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32 (bfloat16 above ~30B parameters).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass [default: 8 on CPU and MPS, 32 on CUDA].")
 @click.option("--keep-residuals", is_flag=True, help="Also store every residual vector (its own table, model dtype).")
@@ -74,7 +74,8 @@ def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, b
 
     \b
     Example:
-      lensdb extract ./models/stories260K --prompts story.jsonl --lens norm,raw
+      lensdb extract ../shared/fixtures/models/stories260K --prompts stories
+      lensdb extract meta-llama/Meta-Llama-3-8B --prompts capitals --lens norm,raw
     """
     from lensdb.extract.engine import extract as run_extract
 

@@ -103,8 +103,8 @@ def test_statistics_against_plain_definitions(block_bytes):
     )
     q = torch.softmax(final.double(), -1)
     p_norm = torch.softmax(logits.double(), -1)
-    for lens, z in (("norm", logits), ("raw", raw)):
-        stats = results[lens]
+    for lens_name, z in (("norm", logits), ("raw", raw)):
+        stats = results[lens_name]
         p = torch.softmax(z.double(), -1)
         assert torch.allclose(stats.entropy_bits.double(), -(p * p.log2()).sum(-1), atol=1e-5)
         assert torch.allclose(stats.kl_to_final_bits, (p * (p.log2() - q.log2())).sum(-1), atol=1e-5)
@@ -120,7 +120,7 @@ def test_statistics_against_plain_definitions(block_bytes):
                 assert torch.equal(rank_out[:, position].long(), 1 + (p[:, position] > target[:, None]).sum(-1))
         cos = torch.nn.functional.cosine_similarity(z, final.expand_as(z), dim=-1)
         assert torch.allclose(stats.cos_to_final, cos, atol=1e-6)
-        expected = torch.zeros_like(stats.kl_to_final_bits) if lens == "norm" else (p_norm * (p_norm.log2() - p.log2())).sum(-1)
+        expected = torch.zeros_like(stats.kl_to_final_bits) if lens_name == "norm" else (p_norm * (p_norm.log2() - p.log2())).sum(-1)
         assert torch.allclose(stats.kl_vs_norm_bits, expected, atol=1e-5)
     alone = chunk_statistics(
         {"raw": raw}, final_log_probs=torch.log_softmax(final, -1), final_logits_unit=final / final.norm(dim=-1, keepdim=True),

@@ -179,7 +179,7 @@ def reference_diagnostics(rows):
         groups.setdefault((pid, variant, lens), []).append((layer, row))
     out = {}
     for key, layers in groups.items():
-        def first_where(test):
+        def first_where(test, layers=layers):
             return first([layer for layer, row in layers if test(row)])
 
         l_copy = first_where(lambda r: r["copy_collapse"])

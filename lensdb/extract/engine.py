@@ -33,7 +33,7 @@ from lensdb.extract.model import (
     load_model,
     resolve_source,
 )
-from lensdb.extract.records import RowIndex, records_batch, residuals_batch
+from lensdb.extract.records import RowIndex, finals_batch, records_batch, residuals_batch
 from lensdb.prompts import Prompt, PromptSet, load_prompt_set
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
@@ -463,21 +463,15 @@ def finals_table(model, batch, head_logits: torch.Tensor, top_k: int, vocab: pa.
     index = torch.tensor([i for i, _ in rows], device=head_logits.device)
     temperatures = torch.tensor([t for _, t in rows], device=head_logits.device, dtype=head_logits.dtype)
     scaled = head_logits[index] / temperatures[:, None]
-    k_final = min(max(top_k, FINAL_TOP_K), model.d_vocab)
-    ids, probs = lens_stats.top_k_of(scaled, k_final)
-    flat_ids = ids.cpu().numpy().astype(np.int32)
-    offsets = pa.array(np.arange(0, flat_ids.size + 1, k_final, dtype=np.int32))
-    return pa.Table.from_pydict(
-        {
-            "prompt_id": [batch[i].prompt.id for i, _ in rows],
-            "prompt_variant": [batch[i].prompt.variant for i, _ in rows],
-            "temperature": [t for _, t in rows],
-            "entropy_bits": lens_stats.entropy_bits(scaled).cpu().numpy(),
-            "topk_ids": pa.ListArray.from_arrays(offsets, pa.array(flat_ids.reshape(-1))),
-            "topk_tokens": pa.ListArray.from_arrays(offsets, vocab.take(flat_ids.reshape(-1))),
-            "topk_probs": pa.ListArray.from_arrays(offsets, pa.array(probs.cpu().numpy().reshape(-1))),
-        },
-        schema=schema.FINALS,
+    ids, probs = lens_stats.top_k_of(scaled, min(max(top_k, FINAL_TOP_K), model.d_vocab))
+    return finals_batch(
+        prompt_ids=[batch[i].prompt.id for i, _ in rows],
+        prompt_variants=[batch[i].prompt.variant for i, _ in rows],
+        temperatures=[t for _, t in rows],
+        entropy_bits=lens_stats.entropy_bits(scaled),
+        topk_ids=ids,
+        topk_probs=probs,
+        vocab=vocab,
     )
 
 

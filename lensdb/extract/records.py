@@ -92,6 +92,33 @@ def residuals_batch(
     )
 
 
+def finals_batch(
+    *,
+    prompt_ids: list[str],
+    prompt_variants: list[str],
+    temperatures: list[float],
+    entropy_bits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_probs: torch.Tensor,
+    vocab: pa.Array,
+) -> pa.Table:
+    """One row per (prompt, temperature): the model's own top-k and entropy."""
+    ids = _numpy(topk_ids).astype(np.int32)
+    width = ids.shape[1]
+    return pa.Table.from_pydict(
+        {
+            "prompt_id": prompt_ids,
+            "prompt_variant": prompt_variants,
+            "temperature": temperatures,
+            "entropy_bits": _numpy(entropy_bits),
+            "topk_ids": _lists(pa.array(ids.reshape(-1)), width),
+            "topk_tokens": _lists(vocab.take(ids.reshape(-1)), width),
+            "topk_probs": _lists(pa.array(_numpy(topk_probs).reshape(-1)), width),
+        },
+        schema=schema.FINALS,
+    )
+
+
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 

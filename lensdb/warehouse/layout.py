@@ -61,7 +61,3 @@ def run_dir(warehouse: Path, model: str, run_id: str) -> Path:
 def find_run_dirs(warehouse: Path, run_id: str) -> list[Path]:
     return sorted((warehouse / RUNS_DIR).glob(f"model=*/run={run_id}"))
 
-
-def table_glob(root: Path, table: str) -> str:
-    """Glob of a table's files under `runs/` or `_schema/` (two hive levels: model, run)."""
-    return str(root / "*" / "*" / table / "*.parquet")

@@ -10,15 +10,23 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "connect", "query"]
 
 
-def connect(warehouse=None, *, read_only=False):
-    """A DuckDB connection to `warehouse` with the `v1` views installed."""
+def connect(warehouse=None, *, read_only=True):
+    """A DuckDB connection to `warehouse` with the `v1` views installed.
+
+    By default it holds no lock on the catalog file (read_only=False opens that file for
+    writing your own tables).
+    """
     from lensdb.catalog import connect as _connect
 
     return _connect(warehouse, read_only=read_only)
 
 
-def query(sql, warehouse=None, *, format="arrow"):
-    """Run `sql` against the warehouse views; an Arrow table (or polars frame with format="polars")."""
+def query(sql, warehouse=None, *, format="arrow", allow_files=False):
+    """Run `sql` against the warehouse views; an Arrow table (or polars frame with format="polars").
+
+    The SQL may only read (SELECT, DESCRIBE, SHOW, ...) and reach only the warehouse's
+    files, unless allow_files=True.
+    """
     from lensdb.catalog import query as _query
 
-    return _query(sql, warehouse, format=format)
+    return _query(sql, warehouse, format=format, allow_files=allow_files)

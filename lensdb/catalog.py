@@ -1,31 +1,56 @@
 """The DuckDB catalog: the versioned SQL views over a warehouse's Parquet files.
 
 `<warehouse>/lensdb.duckdb` holds schemas `v1_base` (internal) and `v1` (the public
-views), installed from `sql/v1/*.sql`. The catalog records each file's version and
-SQL hash in `lensdb_meta.views`; `connect()` reinstalls when lensdb's SQL, or the
-warehouse's location, changed. Views read the Parquet files at query time, so new runs
-appear without reinstalling anything; `extract` never opens the catalog.
+views), installed from `sql/v1/*.sql`. It is a cache of those files: the catalog records
+each file's version and SQL hash in `lensdb_meta.views` and a fingerprint (SQL hashes,
+the warehouse's location, the damaged runs it leaves out) in `lensdb_meta.fingerprint`.
+Views read the Parquet files at query time, so new runs appear without reinstalling
+anything; `extract` never opens the catalog.
+
+How lensdb opens it, so that readers never wait and never need write access:
+- lensdb's own connections are in-memory DuckDB databases that ATTACH the catalog
+  READ_ONLY (no write lock: outside clients can open it read-only at the same time);
+- a missing, damaged or out-of-date catalog is rebuilt in a temporary file of this
+  process and renamed over the old one in one step (several processes may do so at once);
+- when it cannot be (a read-only warehouse, a catalog that an outside client holds open
+  for writing), the views are installed in the in-memory database instead.
+`lensdb query` (and `lensdb.query`) also confine DuckDB to the warehouse: statements other
+than SELECT are refused, and DuckDB's external access is off except for the warehouse
+folder (settings locked), unless `--allow-files` / `allow_files=True`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from dataclasses import dataclass
+import secrets
+import socket
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from lensdb.errors import QueryError, WarehouseError
+from lensdb.errors import DamagedRunsWarning, QueryError, WarehouseError
 from lensdb.resources import named_queries_dir, sql_dir
-from lensdb.warehouse import layout
-from lensdb.warehouse.schema import TABLES, with_metadata
+from lensdb.warehouse import anchors, health, layout
+from lensdb.warehouse.health import DamagedRun
 
 VIEW_VERSIONS = ("v1",)
 META_SCHEMA = "lensdb_meta"
+CATALOG_ALIAS = "lensdb"
+SKIP_VARIABLE = "lensdb_skip_runs"
+DAMAGED_VARIABLE = "lensdb_damaged_runs"
+DAMAGED_TYPE = "STRUCT(model VARCHAR, run_id VARCHAR, folder VARCHAR, reason VARCHAR)[]"
+# Part of the fingerprint: bump when the way the views are rendered changes.
+LAYOUT_VERSION = "2"
+STALE_TEMPORARY_SECONDS = 3600
 _HEADER_FIELD = re.compile(r"^--\s*(view|version|what|inputs):\s*(.*)$")
 _DEFINED = re.compile(r"CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([\w.]+)", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\{\{(ROOT|SKIP_RUNS|DAMAGED_RUNS)\}\}")
 
 
 @dataclass(frozen=True)
@@ -74,8 +99,57 @@ def _header(text: str) -> dict[str, str]:
     return fields
 
 
-def render(text: str, warehouse: Path) -> str:
-    return text.replace("{{WAREHOUSE}}", str(warehouse).replace("'", "''"))
+# ------------------------------------------------------------------ rendering the SQL
+
+
+@dataclass(frozen=True)
+class Root:
+    """What the views' globs start with: the warehouse itself, or a folder of this user's
+    that links to its runs (when the warehouse's path cannot be a DuckDB glob, or its schema
+    files cannot be written)."""
+
+    warehouse: Path
+    path: Path
+
+    @property
+    def linked(self) -> bool:
+        return self.path != self.warehouse
+
+
+def render(text: str, root: Root | Path, damaged: list[DamagedRun] | tuple = ()) -> str:
+    """The SQL of a file with its placeholders filled in as data: the root as an escaped
+    glob inside a string literal, the damaged runs as list literals. Comment lines keep
+    their placeholders' names, so that no value (a path with a newline, say) leaves a comment."""
+    if isinstance(root, Path):
+        root = Root(root, root)
+    values = {
+        "ROOT": layout.glob_literal(str(root.path)).replace("'", "''"),
+        "SKIP_RUNS": _skip_literal(damaged),
+        "DAMAGED_RUNS": _damaged_literal(damaged),
+    }
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            lines.append(_PLACEHOLDER.sub(lambda m: f"<{m.group(1).lower()}>", line))
+        else:
+            lines.append(_PLACEHOLDER.sub(lambda m: values[m.group(1)], line))
+    return "".join(lines)
+
+
+def _skip_literal(damaged) -> str:
+    return "[" + ", ".join(layout.sql_string(run.folder_key) for run in damaged) + "]::VARCHAR[]"
+
+
+def _damaged_literal(damaged) -> str:
+    rows = [
+        "{" + ", ".join(f"'{key}': {layout.sql_string(value)}" for key, value in _damaged_row(run).items()) + "}"
+        for run in damaged
+    ]
+    return "[" + ", ".join(rows) + f"]::{DAMAGED_TYPE}"
+
+
+def _damaged_row(run: DamagedRun) -> dict[str, str]:
+    return {"model": run.model, "run_id": run.run_id, "folder": f"{layout.RUNS_DIR}/{run.folder_key}", "reason": run.reason}
 
 
 def catalog_path(warehouse: Path) -> Path:
@@ -83,31 +157,28 @@ def catalog_path(warehouse: Path) -> Path:
 
 
 def committed_run_count(warehouse: Path) -> int:
-    return len(list((warehouse / layout.RUNS_DIR).glob("model=*/run=*/manifest/*.parquet")))
+    """Run folders in runs/ (committed, or damaged: the views report those)."""
+    return len(layout.run_folders(warehouse))
 
 
 def write_schema_anchors(warehouse: Path) -> None:
-    """Empty Parquet files giving each view its columns before any run has that table."""
-    for table, table_schema in TABLES.items():
-        path = warehouse / layout.SCHEMA_DIR / "model=_" / "run=_" / table / "part-00000.parquet"
-        wanted = with_metadata(table_schema, table)
-        if path.is_file() and pq.read_schema(path).equals(wanted, check_metadata=True):
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist([], schema=wanted), temporary)
-        temporary.replace(path)
+    anchors.write_schema_anchors(warehouse)
 
 
-def _fingerprint(warehouse: Path) -> dict[str, str]:
+def _fingerprint(root: Root, damaged) -> dict[str, str]:
     return {str(f.path.relative_to(sql_dir())): f.sha256 for v in VIEW_VERSIONS for f in sql_files(v)} | {
-        "warehouse": str(warehouse)
+        "warehouse": str(root.warehouse),
+        "root": str(root.path),
+        "layout": LAYOUT_VERSION,
+        "damaged": "\n".join(run.folder_key for run in damaged),
     }
 
 
-def install(warehouse: Path, con) -> None:
-    """(Re)create every view in `con` and record versions and hashes."""
-    write_schema_anchors(warehouse)
+def install(root: Root | Path, con, damaged=()) -> None:
+    """(Re)create every view in `con` and record versions, hashes and the fingerprint."""
+    if isinstance(root, Path):
+        root = Root(root, root)
+    anchors.write_schema_anchors(root.path)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}")
@@ -118,53 +189,83 @@ def install(warehouse: Path, con) -> None:
         con.execute(f"CREATE OR REPLACE TABLE {META_SCHEMA}.fingerprint (key VARCHAR, value VARCHAR)")
         for view_version in VIEW_VERSIONS:
             for sql_file in sql_files(view_version):
-                con.execute(render(sql_file.text, warehouse))
+                con.execute(render(sql_file.text, root, damaged))
                 for name in sql_file.defines:
                     con.execute(
                         f"INSERT INTO {META_SCHEMA}.views (name, view_version, file, version, sql_sha256) VALUES (?, ?, ?, ?, ?)",
                         [name, view_version, sql_file.path.name, sql_file.version, sql_file.sha256],
                     )
-        con.executemany(f"INSERT INTO {META_SCHEMA}.fingerprint VALUES (?, ?)", list(_fingerprint(warehouse).items()))
+        con.executemany(f"INSERT INTO {META_SCHEMA}.fingerprint VALUES (?, ?)", list(_fingerprint(root, damaged).items()))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
 
 
-def _installed_fingerprint(con) -> dict[str, str] | None:
-    try:
-        return dict(con.execute(f"SELECT key, value FROM {META_SCHEMA}.fingerprint").fetchall())
-    except Exception:  # noqa: BLE001 - no catalog yet
-        return None
+# ------------------------------------------------------------------ opening
 
 
-def connect(warehouse=None, *, read_only: bool = False):
-    """A DuckDB connection to the warehouse's catalog, its views up to date.
+@dataclass
+class Session:
+    """A connection with the views, and what lensdb knows about the warehouse's runs."""
 
-    If the catalog file is busy (another process holds its lock, or this process has it
-    open with other settings), the views are installed in an in-memory database instead,
-    so a query never waits on a lock.
+    con: object
+    warehouse: Path
+    root: Root
+    damaged: list[DamagedRun] = field(default_factory=list)
+
+    def leave_out(self, run: DamagedRun) -> None:
+        self.damaged.append(run)
+        _set_variables(self.con, self.damaged)
+
+    def run(self, sql: str, *, retry: bool = True) -> pa.Table:
+        """Run SQL; a run whose file fails to read is left out and the SQL run again."""
+        import duckdb
+
+        while True:
+            try:
+                relation = self.con.sql(sql)
+                return relation.to_arrow_table() if relation is not None else pa.table({})
+            except duckdb.Error as exc:
+                run = _damaged_run_in(exc, self.warehouse, self.root) if retry else None
+                if run is None or run.folder_key in {known.folder_key for known in self.damaged}:
+                    raise _query_error(exc, self.warehouse, self.root) from None
+                self.leave_out(run)
+
+
+def connect(warehouse=None, *, read_only: bool = True):
+    """A DuckDB connection to the warehouse's views (`lensdb.connect`).
+
+    By default an in-memory database with the catalog attached read-only (`USE lensdb`), so
+    it holds no write lock; `read_only=False` opens the catalog file itself for writing
+    (your own tables and views). Damaged runs are left out of the views and reported in
+    `v1.damaged_runs` and in a DamagedRunsWarning.
     """
+    session = open_session(warehouse, read_only=read_only)
+    warn_damaged(session.damaged)
+    return session.con
+
+
+def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = False) -> Session:
     import duckdb
 
     path = _existing_warehouse(warehouse)
-    catalog = catalog_path(path)
-    try:
-        con = duckdb.connect(str(catalog))
-        if _installed_fingerprint(con) != _fingerprint(path):
-            install(path, con)
-        if read_only:
-            con.close()
-            con = duckdb.connect(str(catalog), read_only=True)
-        return con
-    except duckdb.ConnectionException:
-        pass  # open in this process with another configuration (read_only or not)
-    except duckdb.IOException as exc:
-        if "lock" not in str(exc).lower():
-            raise WarehouseError(f"cannot open the catalog {catalog}: {_first_line(exc)}") from None
-    con = duckdb.connect()
-    install(path, con)
-    return con
+    damaged = health.damaged_runs(path)
+    root = _root(path)
+    fingerprint = _fingerprint(root, damaged)
+    if read_only:
+        con = duckdb.connect()
+        state = _attach(con, path, fingerprint)
+        if state in ("missing", "stale", "damaged") and _rebuild(root, damaged):
+            state = _attach(con, path, fingerprint)
+        if state != "current":
+            install(root, con, damaged)
+    else:
+        con = _open_for_writing(root, damaged, fingerprint)
+    _set_variables(con, damaged)
+    if sandbox:
+        _confine(con, [path, root.path])
+    return Session(con=con, warehouse=path, root=root, damaged=list(damaged))
 
 
 def _existing_warehouse(warehouse) -> Path:
@@ -174,16 +275,240 @@ def _existing_warehouse(warehouse) -> Path:
     return path
 
 
-def query(sql: str, warehouse=None, *, format: str = "arrow"):
-    """Run SQL against the views; an Arrow table, or a polars DataFrame with format="polars"."""
+def _root(warehouse: Path) -> Root:
+    """The warehouse itself when its path can be a glob and its schema files are current
+    (or can be made so); else a linked folder of this user's."""
+    if layout.glob_safe(str(warehouse)):
+        if anchors.anchors_current(warehouse):
+            return Root(warehouse, warehouse)
+        try:
+            anchors.write_schema_anchors(warehouse)
+            return Root(warehouse, warehouse)
+        except OSError:
+            pass
+    return Root(warehouse, _linked_root(warehouse))
+
+
+def _linked_root(warehouse: Path) -> Path:
+    """<temp>/lensdb-<uid>/roots/<hash>/: runs -> <warehouse>/runs, and _schema/ of its own."""
+    base = Path(tempfile.gettempdir()) / f"lensdb-{_uid()}"
+    folder = base / "roots" / hashlib.sha256(str(warehouse).encode("utf-8")).hexdigest()[:16]
+    if not layout.glob_safe(str(folder)):
+        raise WarehouseError(f"cannot read the warehouse {warehouse}: DuckDB reads no path holding a backslash (nor {folder})")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o700)
+        if base.stat().st_uid != _uid():
+            raise WarehouseError(f"{base} belongs to another user; set TMPDIR to a folder of yours")
+        link = folder / layout.RUNS_DIR
+        target = warehouse / layout.RUNS_DIR
+        if not (link.is_symlink() and os.readlink(link) == str(target)):
+            temporary = folder / f".runs.{os.getpid()}-{secrets.token_hex(4)}"
+            os.symlink(target, temporary)
+            os.replace(temporary, link)
+        anchors.write_schema_anchors(folder)
+    except OSError as exc:
+        raise WarehouseError(f"cannot read the warehouse {warehouse}: its schema files cannot be written there nor in {folder} ({exc.strerror or exc})") from None
+    return folder
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else 0
+
+
+def _attach(con, warehouse: Path, fingerprint: dict[str, str]) -> str:
+    """ATTACH the catalog read-only: 'current', or why not ('missing', 'stale', 'damaged', 'busy')."""
+    import duckdb
+
+    catalog = catalog_path(warehouse)
+    if not catalog.is_file():
+        return "missing"
+    try:
+        con.execute(f"ATTACH {layout.sql_string(str(catalog))} AS {CATALOG_ALIAS} (READ_ONLY)")
+    except duckdb.Error as exc:
+        text = str(exc).lower()
+        if "lock" in text or "in use" in text or "conflict" in text or isinstance(exc, duckdb.ConnectionException):
+            return "busy"  # a writer holds it, or this process has it open for writing
+        return "damaged"
+    try:
+        installed = dict(con.execute(f"SELECT key, value FROM {CATALOG_ALIAS}.{META_SCHEMA}.fingerprint").fetchall())
+    except duckdb.Error:
+        installed = None
+    if installed != fingerprint:
+        con.execute(f"DETACH {CATALOG_ALIAS}")
+        return "stale"
+    con.execute(f"USE {CATALOG_ALIAS}")
+    return "current"
+
+
+def _rebuild(root: Root, damaged) -> bool:
+    """Build the catalog in a temporary file of this process and rename it into place."""
+    import duckdb
+
+    catalog = catalog_path(root.warehouse)
+    temporary = catalog.with_name(f"{catalog.name}.{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(4)}.tmp")
+    try:
+        _remove_stale_temporaries(root.warehouse)
+        con = duckdb.connect(str(temporary))
+        try:
+            install(root, con, damaged)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        _fsync(temporary)
+        Path(f"{catalog}.wal").unlink(missing_ok=True)  # a dead writer's log of the old file
+        os.replace(temporary, catalog)
+        _fsync(catalog.parent)
+        return True
+    except (OSError, duckdb.Error):
+        return False
+    finally:
+        for leftover in (temporary, Path(f"{temporary}.wal")):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def _remove_stale_temporaries(warehouse: Path) -> None:
+    """Temporary catalogs of dead processes on this host, or older than an hour."""
+    host = socket.gethostname()
+    prefix = f"{layout.CATALOG_FILE}."
+    with os.scandir(warehouse) as entries:
+        names = [entry.name for entry in entries if entry.name.startswith(prefix) and ".tmp" in entry.name]
+    for name in names:
+        path = warehouse / name
+        owner = name[len(prefix) :].split(".", 1)[0]
+        pid, _, owner_host = owner.partition("@")
+        try:
+            dead = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
+            if dead or time.time() - path.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _open_for_writing(root: Root, damaged, fingerprint: dict[str, str]):
+    """The catalog file itself, read-write (rebuilt first if needed); in memory if it is busy."""
+    import duckdb
+
+    catalog = catalog_path(root.warehouse)
+    probe = duckdb.connect()
+    state = _attach(probe, root.warehouse, fingerprint)
+    probe.close()
+    if state != "busy":
+        if state != "current":
+            _rebuild(root, damaged)
+        try:
+            con = duckdb.connect(str(catalog))
+            if _installed_fingerprint(con) == fingerprint:
+                return con
+            con.close()
+        except duckdb.Error:
+            pass
+    con = duckdb.connect()
+    install(root, con, damaged)
+    return con
+
+
+def _installed_fingerprint(con) -> dict[str, str] | None:
+    try:
+        return dict(con.execute(f"SELECT key, value FROM {META_SCHEMA}.fingerprint").fetchall())
+    except Exception:  # noqa: BLE001 - no catalog yet
+        return None
+
+
+def _set_variables(con, damaged) -> None:
+    con.execute(f"SET VARIABLE {SKIP_VARIABLE} = ?::VARCHAR[]", [[run.folder_key for run in damaged]])
+    con.execute(f"SET VARIABLE {DAMAGED_VARIABLE} = ?::{DAMAGED_TYPE}", [[_damaged_row(run) for run in damaged]])
+
+
+def _confine(con, folders: list[Path]) -> None:
+    """DuckDB may read these folders only, write no file, and not change that."""
+    allowed = sorted({str(folder).rstrip("/") + "/" for folder in folders})
+    con.execute("SET allowed_directories = ?", [allowed])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def warn_damaged(damaged: list[DamagedRun]) -> None:
+    if damaged:
+        warnings.warn(DamagedRunsWarning(damaged_message(damaged)), stacklevel=4)
+
+
+def damaged_message(damaged: list[DamagedRun]) -> str:
+    runs = "; ".join(f"run {run.run_id} ({run.model}): {run.reason}" for run in damaged)
+    noun = "run is" if len(damaged) == 1 else "runs are"
+    return f"{len(damaged)} damaged {noun} left out of every view: {runs} (SELECT * FROM v1.damaged_runs)"
+
+
+# ------------------------------------------------------------------ queries
+
+_READ_ONLY_HELP = "SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN"
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
+
+
+def check_read_only_sql(sql: str) -> None:
+    """Refuse statements that could write files, attach databases or change settings."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(exc)) from None
+    for statement in statements:
+        kind = statement.type
+        if kind == duckdb.StatementType.SELECT:
+            continue
+        if kind == duckdb.StatementType.EXPLAIN:
+            check_read_only_sql(_EXPLAIN.sub("", statement.query, count=1))
+            continue
+        raise QueryError(
+            f"lensdb query runs read-only SQL ({_READ_ONLY_HELP}), not {kind.name}: "
+            "pass --allow-files (lensdb.query(..., allow_files=True)) to run any DuckDB statement"
+        )
+
+
+def query(sql: str, warehouse=None, *, format: str = "arrow", allow_files: bool = False):
+    """Run SQL against the views; an Arrow table, or a polars DataFrame with format="polars".
+
+    By default the SQL may read the warehouse only: statements other than SELECT are
+    refused and DuckDB cannot reach other files. `allow_files=True` lifts both.
+    """
     path = _existing_warehouse(warehouse)
     if committed_run_count(path) == 0:
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
-    con = connect(path, read_only=True)
+    if not allow_files:
+        check_read_only_sql(sql)
+    session = open_session(path, read_only=True, sandbox=not allow_files)
     try:
-        table = run_sql(con, sql, path)
+        table = session.run(sql, retry=not allow_files or _is_read_only(sql))
     finally:
-        con.close()
+        session.con.close()
+    warn_damaged(session.damaged)
     if format == "polars":
         import polars as pl
 
@@ -191,33 +516,59 @@ def query(sql: str, warehouse=None, *, format: str = "arrow"):
     return table
 
 
+def _is_read_only(sql: str) -> bool:
+    try:
+        check_read_only_sql(sql)
+    except QueryError:
+        return False
+    return True
+
+
 def run_sql(con, sql: str, warehouse: Path) -> pa.Table:
+    """Run SQL on a connection from `connect`; errors as one line."""
     import duckdb
 
     try:
         relation = con.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.Error as exc:
-        raise _query_error(exc, warehouse) from None
+        raise _query_error(exc, warehouse, None) from None
 
 
 _FILE_IN_MESSAGE = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
+_RUN_FILE = re.compile(r"[/\\]runs[/\\](model=[^/\\'\"]*)[/\\]run=([^/\\'\"]*)[/\\]([^/\\'\"]+)[/\\]([^/\\'\"]+\.parquet)")
 
 
-def _query_error(exc: Exception, warehouse: Path) -> Exception:
+def _damaged_run_in(exc: Exception, warehouse: Path, root: Root) -> DamagedRun | None:
+    """The run whose Parquet file a DuckDB error names, as a damaged run (None if none)."""
+    matches = list(_RUN_FILE.finditer(str(exc)))
+    if not matches:
+        return None
+    model_folder, run_id, table, name = matches[-1].groups()
+    model_key = model_folder[len(layout.MODEL_PREFIX) :]
+    folder = warehouse / layout.RUNS_DIR / model_folder / f"{layout.RUN_PREFIX}{run_id}"
+    message = _first_line(exc).replace(matches[-1].group(0).lstrip("/\\"), "")
+    for prefix in (str(root.path), str(warehouse)):
+        message = message.replace(prefix, "")
+    return DamagedRun(model=layout.model_from_key(model_key), run_id=run_id, path=folder, reason=f"{table}/{name} unreadable: {message}")
+
+
+def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exception:
     message = _first_line(exc)
     file_match = _FILE_IN_MESSAGE.search(str(exc))
     if file_match:
         bad = Path(file_match.group(1))
         run = next((part.removeprefix("run=") for part in bad.parts if part.startswith("run=")), None)
-        try:
-            shown = bad.relative_to(warehouse)
-        except ValueError:
-            shown = bad
-        where = f" (run {run}; queries that filter on other run_ids still work)" if run else ""
+        shown = bad
+        for base in (warehouse, root.path if root else None):
+            if base is not None and bad.is_relative_to(base):
+                shown = bad.relative_to(base)
+        where = f" (run {run})" if run else ""
         return WarehouseError(f"corrupt or unreadable Parquet file {shown}{where}: {message}")
     if "does not exist" in message and ("Table" in message or "Catalog" in message or "Macro" in message):
         return QueryError(f"{message} (see `lensdb query --list` for the views)")
+    if "Permission Error" in message and "disabled by configuration" in message:
+        return QueryError(f"{message} (lensdb query reads the warehouse only; --allow-files lifts this)")
     return QueryError(message)
 
 

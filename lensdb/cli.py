@@ -6,30 +6,85 @@ so `lensdb --help` and `lensdb query` start quickly.
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
+import traceback
+import warnings
 from pathlib import Path
 
 import click
 
 from lensdb import __version__
-from lensdb.errors import LensdbError
+from lensdb.errors import DamagedRunsWarning, LensdbError
 
 WAREHOUSE_HELP = "Warehouse folder [default: $LENSDB_WAREHOUSE or ./warehouse]."
+DEBUG_ENV = "LENSDB_DEBUG"
 
 
 class _Main(click.Group):
-    """Turns LensdbError into one line on stderr and a non-zero exit."""
+    """Turns errors into one line on stderr and a non-zero exit (LENSDB_DEBUG=1 adds the
+    traceback), and lensdb's warnings into `lensdb: warning: ...` lines once a command succeeds."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LensdbError as exc:
-            click.echo(f"lensdb: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("lensdb: interrupted; nothing was committed", err=True)
-            sys.exit(130)
+        pending: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DamagedRunsWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, DamagedRunsWarning):
+                    pending.append(str(message))
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            try:
+                result = super().invoke(ctx)
+            except LensdbError as exc:
+                _fail(str(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                click.echo("lensdb: interrupted; nothing was committed", err=True)
+                sys.exit(130)
+            except BrokenPipeError:
+                _quiet_stdout()  # the reader went away (| head): nothing left to say
+                sys.exit(1)
+            except OSError as exc:
+                _fail(_os_error(exc), 2)
+            except (UnicodeError, MemoryError) as exc:
+                _fail(f"{type(exc).__name__}: {_one_line(exc)}", 2)
+            except Exception as exc:
+                if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
+                    raise
+                _fail(_one_line(exc), 2)
+        for message in pending:
+            click.echo(f"lensdb: warning: {message}", err=True)
+        return result
+
+
+def _fail(message: str, exit_code: int):
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+        traceback.print_exc()
+    click.echo(f"lensdb: error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def _os_error(exc: OSError) -> str:
+    where = " and ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    what = exc.strerror or _one_line(exc)
+    return f"{where}: {what}" if where else what
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _quiet_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -119,10 +174,15 @@ def _extract_summary(summary) -> str:
 @click.option("--name", help="Run a named query shipped with lensdb (see --list).")
 @click.option("--list", "list_only", is_flag=True, help="List the named queries and the v1 views, then exit.")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="json is an array of row objects; parquet needs --out.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of stdout.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of stdout (its folder must exist).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def query(sql, sql_file, name, list_only, output_format, out, warehouse):
+@click.option("--allow-files", is_flag=True, help="Let the SQL use all of DuckDB: any statement (COPY, ATTACH, ...) and any file. Without it, only read-only statements run and DuckDB reads the warehouse only.")
+def query(sql, sql_file, name, list_only, output_format, out, warehouse, allow_files):
     """Run SQL against every committed run, with the versioned v1 views.
+
+    The SQL is read-only by default: SELECT (FROM, WITH, VALUES, DESCRIBE, SHOW,
+    SUMMARIZE, EXPLAIN) over the views and the warehouse's own files; --allow-files lifts
+    that. Damaged runs are left out of every view, with one warning line (v1.damaged_runs).
 
     \b
     Views: v1.runs, v1.prompts, v1.records, v1.pure_next_token, v1.diagnostics,
@@ -137,7 +197,7 @@ def query(sql, sql_file, name, list_only, output_format, out, warehouse):
       lensdb query "FROM v1.diagnostics_with(threshold := 0.9, k := 2)"
     """
     from lensdb import catalog
-    from lensdb.output import write_result
+    from lensdb.output import check_output_file, read_text_file, write_result
 
     if list_only:
         click.echo(_listing(catalog))
@@ -146,15 +206,14 @@ def query(sql, sql_file, name, list_only, output_format, out, warehouse):
     if len(given) != 1:
         raise click.UsageError("give exactly one of: SQL, --file FILE, --name NAME")
     if sql_file:
-        try:
-            sql = Path(sql_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LensdbError(f"cannot read {sql_file}: {exc.strerror or exc}") from None
+        sql = read_text_file(sql_file, "--file")
     elif name:
         sql = catalog.named_query(name).sql
     if output_format == "parquet" and not out:
         raise click.UsageError("--format parquet needs --out FILE")
-    table = catalog.query(sql, warehouse)
+    if out:
+        check_output_file(out, "--out")
+    table = catalog.query(sql, warehouse, allow_files=allow_files)
     write_result(table, output_format, out)
 
 
@@ -178,7 +237,7 @@ def _listing(catalog) -> str:
 @click.option("--run", "run_id", help="Export this run.")
 @click.option("--model", help="Export the latest committed run of this model (hub id, or the part after its last '/').")
 @click.option("--lens", default="norm", show_default=True, help="The lens whose records the files show.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the files into.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the files into (created if missing; its parent must exist).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--without-variant", is_flag=True, help="CSVs without the prompt_variant column (the seed documents' schema).")
 def export(run_id, model, lens, out, warehouse, without_variant):
@@ -193,9 +252,11 @@ def export(run_id, model, lens, out, warehouse, without_variant):
       lensdb export --model meta-llama/Meta-Llama-3-8B --out ./legacy-out
     """
     from lensdb.legacy.export import export as run_export
+    from lensdb.output import check_output_folder
 
     if run_id and model:
         raise click.UsageError("give --run or --model, not both")
+    check_output_folder(out, "--out")
     for path in run_export(out, warehouse=warehouse, run_id=run_id, model=model, lens=lens, with_variant=not without_variant):
         click.echo(str(path))
 

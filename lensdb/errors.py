@@ -25,3 +25,7 @@ class QueryError(LensdbError):
 
 class LegacyFormatError(LensdbError):
     """A legacy file does not follow the legacy format."""
+
+
+class DamagedRunsWarning(UserWarning):
+    """Damaged runs were left out of the views (the CLI prints it as one warning line)."""

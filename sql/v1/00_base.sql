@@ -2,61 +2,85 @@
 -- version: 1
 -- what:    the warehouse's Parquet tables, committed runs only. A run is committed when
 --          its manifest exists (written last, then the run folder is renamed into runs/).
--- inputs:  {{WAREHOUSE}}/runs/model=*/run=*/<table>/*.parquet, plus the empty files under
---          _schema/ that give every table its columns when no run has it yet.
---          Columns are matched by name against the first file (the _schema one), not with
---          union_by_name, which reads every file's footer whenever a query is planned: then
---          one corrupt file would break queries about other runs too.
+--          Runs that lensdb found damaged (getvariable('lensdb_skip_runs'), set by
+--          lensdb.connect / lensdb query; see v1.damaged_runs) are left out of every table.
+-- inputs:  {{ROOT}}/runs/model=*/run=*/<table>/*.parquet, plus the empty files under
+--          {{ROOT}}/_schema/ that give every table its columns when no run has it yet.
+--          {{ROOT}} is the warehouse folder (glob characters escaped), or a folder linking
+--          to it when the warehouse's own path cannot be a glob. The model and run of a
+--          row come from its file's path, read from the end, so nothing in the warehouse's
+--          path (an '=', say) becomes a column. Columns are matched by name against the
+--          first file (the _schema one), not with union_by_name, which reads every file's
+--          footer whenever a query is planned: then one corrupt file would break queries
+--          about other runs too. Filters on run_id prune files before they are opened.
 CREATE SCHEMA IF NOT EXISTS v1_base;
 
-CREATE OR REPLACE VIEW v1_base.manifest AS
-SELECT * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/manifest/*.parquet',
-                  hive_partitioning = true, union_by_name = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE status = 'committed' AND run_id = run;
+-- 'model=<key>/run=<id>' of a file in runs/ (NULL for the _schema files).
+CREATE OR REPLACE MACRO v1_base.folder_of(file_path) AS
+    nullif(regexp_extract(file_path, '[/\\]runs[/\\](model=[^/\\]*[/\\]run=[^/\\]*)[/\\][^/\\]+[/\\][^/\\]+$', 1), '');
 
--- The tables below keep the rows of committed runs with list_contains on the manifests' run
--- ids rather than `run IN (SELECT ...)`: for that semi join DuckDB builds its hash table on
--- the (wide) table side, whose size it estimates from the empty _schema file as ~0 rows.
+CREATE OR REPLACE MACRO v1_base.run_of(file_path) AS
+    nullif(regexp_extract(file_path, '[/\\]runs[/\\]model=[^/\\]*[/\\]run=([^/\\]*)[/\\][^/\\]+[/\\][^/\\]+$', 1), '');
+
+-- Runs to leave out: lensdb sets the variable on its connections; other DuckDB clients get
+-- the damaged runs lensdb knew of when it last wrote the catalog. A constant list, so the
+-- filter prunes files by name before they are opened.
+CREATE OR REPLACE MACRO v1_base.skipped(file_path) AS
+    list_contains(coalesce(getvariable('lensdb_skip_runs'), {{SKIP_RUNS}}), v1_base.folder_of(file_path));
+
+CREATE OR REPLACE VIEW v1_base.manifest_files AS
+SELECT *, v1_base.folder_of(filename) AS folder, v1_base.run_of(filename) AS folder_run
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/manifest/*.parquet',
+                  filename = true, hive_partitioning = false)
+WHERE v1_base.folder_of(filename) IS NOT NULL AND NOT v1_base.skipped(filename);
+
+CREATE OR REPLACE VIEW v1_base.manifest AS
+SELECT * EXCLUDE (filename, folder, folder_run)
+FROM v1_base.manifest_files
+WHERE status = 'committed' AND run_id = folder_run;
+
+-- The committed run folders the tables below read, with their model: from the manifest, so
+-- that a model id too long for one folder name (stored under a shortened name) reads back whole.
+CREATE OR REPLACE VIEW v1_base.committed AS
+SELECT folder, run_id, model
+FROM v1_base.manifest_files
+WHERE status = 'committed' AND run_id = folder_run;
+
+-- The tables below join their rows to the committed run folders (a hash join with the few
+-- committed runs on the build side). Filters on run_id go below the join into the scan,
+-- where they prune files before they are opened.
 CREATE OR REPLACE VIEW v1_base.prompts AS
-SELECT run AS run_id, * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/prompts/*.parquet',
-                  hive_partitioning = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/prompts/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);
 
 CREATE OR REPLACE VIEW v1_base.records AS
-SELECT run AS run_id, * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/records/*.parquet',
-                  hive_partitioning = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/records/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);
 
 CREATE OR REPLACE VIEW v1_base.finals AS
-SELECT run AS run_id, * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/finals/*.parquet',
-                  hive_partitioning = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/finals/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);
 
 CREATE OR REPLACE VIEW v1_base.consistency AS
-SELECT run AS run_id, * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/consistency/*.parquet',
-                  hive_partitioning = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/consistency/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);
 
 CREATE OR REPLACE VIEW v1_base.residuals AS
-SELECT run AS run_id, * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/residuals/*.parquet',
-                  hive_partitioning = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/residuals/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);
 
 CREATE OR REPLACE VIEW v1_base.legacy_raw_lens_samples AS
-SELECT run AS run_id, * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/legacy_raw_lens_samples/*.parquet',
-                  hive_partitioning = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/legacy_raw_lens_samples/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);

@@ -1,0 +1,77 @@
+"""The schema files under `_schema/`: one Parquet file per table that the views read first.
+
+A view's `read_parquet` takes its columns from the first file it reads, so
+`_schema/model=_/run=_/<table>/part-00000.parquet` (which sorts before `runs/`) gives every
+view its columns, also before any run has that table, and a damaged run file is never the
+one a query plans with. The files hold only NULL rows, which the views prune by file name
+before reading any row; their row counts are there for DuckDB's planner, which estimates a
+scan as (rows of the first file) x (number of files): with typical per-file counts it puts
+the small side of each join on its build side.
+
+Several processes may write them at once (the first queries on a new warehouse, extracts):
+each writes a temporary file of its own and renames it into place.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lensdb.warehouse import layout
+from lensdb.warehouse.schema import TABLES, with_metadata
+
+# Typical rows per file of each table (planner estimates only; never read).
+ANCHOR_ROWS = {
+    "manifest": 1,
+    "prompts": 1_000,
+    "records": 100_000,
+    "finals": 1_000,
+    "consistency": 1_000,
+    "legacy_raw_lens_samples": 1_000,
+    "residuals": 100_000,
+}
+ANCHOR_FOLDER = ("model=_", "run=_")
+
+
+def anchor_path(root: Path, table: str) -> Path:
+    return root / layout.SCHEMA_DIR / ANCHOR_FOLDER[0] / ANCHOR_FOLDER[1] / table / "part-00000.parquet"
+
+
+def anchor_table(table: str) -> pa.Table:
+    schema = with_metadata(TABLES[table], table)
+    rows = ANCHOR_ROWS[table]
+    return pa.table([pa.nulls(rows, field.type) for field in schema], schema=schema)
+
+
+def anchors_current(root: Path) -> bool:
+    """Whether every schema file exists, reads, and has the wanted schema and row count."""
+    return all(_current(anchor_path(root, table), table) for table in TABLES)
+
+
+def write_schema_anchors(root: Path) -> None:
+    """Write the schema files that are missing, damaged or out of date (OSError if it cannot)."""
+    for table in TABLES:
+        path = anchor_path(root, table)
+        if _current(path, table):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            pq.write_table(anchor_table(table), temporary, compression="zstd")
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _current(path: Path, table: str) -> bool:
+    try:
+        metadata = pq.read_metadata(path)
+        schema, wanted = metadata.schema.to_arrow_schema(), with_metadata(TABLES[table], table)
+        # Field metadata (Parquet field ids) differs after a round trip; the schema's own does not.
+        return metadata.num_rows == ANCHOR_ROWS[table] and schema.equals(wanted) and schema.metadata == wanted.metadata
+    except Exception:  # noqa: BLE001 - missing or damaged: written again
+        return False

@@ -1,0 +1,121 @@
+"""Damaged runs: run folders in runs/ that the views cannot read whole.
+
+A committed run folder holds a manifest with one row (its run id, status 'committed') and
+Parquet files the views read (`<table>/*.parquet`). A folder is damaged when its manifest is
+missing, unreadable or names another run, or when one of its Parquet files is not a file
+or its footer cannot be read (a truncated, emptied or overwritten file, no permission).
+lensdb leaves damaged runs out of every view and reports them (`v1.damaged_runs`, one
+warning line per query), so that one damaged run never hides the others.
+
+The check reads each manifest and each file's footer, never the data pages: damage inside
+a data page is found when a query reads it (lensdb.query then leaves that run out too).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from lensdb.warehouse import layout
+from lensdb.warehouse.schema import TABLES
+
+MANIFEST_TABLE = "manifest"
+COMMITTED = "committed"
+
+
+@dataclass(frozen=True)
+class DamagedRun:
+    model: str  # the model id (decoded from the model= folder)
+    run_id: str
+    path: Path  # the run folder
+    reason: str  # one line, e.g. "manifest unreadable: <why>"
+
+    @property
+    def folder_key(self) -> str:
+        """'model=<key>/run=<id>', as the views name the folder."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+
+def damaged_runs(warehouse: Path) -> list[DamagedRun]:
+    """Every damaged run folder of the warehouse, sorted by model folder and run id."""
+    damaged = []
+    for folder in layout.run_folders(Path(warehouse)):
+        reason = run_damage(folder)
+        if reason is not None:
+            damaged.append(DamagedRun(model=folder.model, run_id=folder.run_id, path=folder.path, reason=reason))
+    return damaged
+
+
+def run_damage(folder: layout.RunFolder) -> str | None:
+    """Why the run folder cannot be read whole, in one line; None if it can."""
+    reason = _manifest_damage(folder)
+    if reason is not None:
+        return reason
+    for table in TABLES:
+        if table == MANIFEST_TABLE:
+            continue
+        try:
+            paths = _parquet_entries(folder.path / table)
+        except OSError as exc:
+            return f"{table}/ unreadable: {one_line(exc)}"
+        for path in paths:
+            reason = file_damage(path)
+            if reason is not None:
+                return f"{table}/{path.name} {reason}"
+    return None
+
+
+def file_damage(path: Path) -> str | None:
+    """Why a Parquet file of a run cannot be read ("unreadable: ..."), or None."""
+    try:
+        if not path.is_file():
+            return "is not a file"
+        pq.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the footer is damage
+        return f"unreadable: {one_line(exc)}"
+    return None
+
+
+def _manifest_damage(folder: layout.RunFolder) -> str | None:
+    try:
+        files = _parquet_entries(folder.path / MANIFEST_TABLE)
+    except OSError as exc:
+        return f"manifest unreadable: {one_line(exc)}"
+    if not files:
+        return "manifest missing"
+    rows = []
+    for path in files:
+        reason = file_damage(path)
+        if reason is not None:
+            return f"manifest {reason}"
+        try:
+            table = pq.read_table(path, columns=["run_id", "status"])
+        except Exception as exc:  # noqa: BLE001 - a footer that reads but data that does not
+            return f"manifest unreadable: {one_line(exc)}"
+        rows += table.to_pylist()
+    if len(rows) != 1:
+        return f"manifest has {len(rows)} rows, expected 1"
+    if rows[0]["run_id"] != folder.run_id:
+        return f"manifest names run {rows[0]['run_id']!r}, the folder run {folder.run_id!r}"
+    if rows[0]["status"] != COMMITTED:
+        return f"manifest status is {rows[0]['status']!r}, not {COMMITTED!r}"
+    return None
+
+
+def _parquet_entries(table_dir: Path) -> list[Path]:
+    """The entries the views read from a table folder (`*.parquet`), files or not."""
+    try:
+        with os.scandir(table_dir) as entries:
+            return sorted(Path(entry.path) for entry in entries if entry.name.endswith(".parquet"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return (text or type(exc).__name__)[:300]

@@ -86,6 +86,7 @@ def load_prompt_set(spec: str | Path | None = None) -> PromptSet:
         name, raw = path.stem, _read_jsonl(path)
     else:
         name, raw = _read_yaml(path)
+    _check_text(name, str(path), "name")
     prompts = [_build_prompt(entry, where) for entry, where in raw]
     prompt_set = PromptSet(name=name, prompts=tuple(prompts), source=str(path))
     _check_set(prompt_set, [where for _, where in raw])
@@ -107,20 +108,34 @@ def _resolve(spec: str) -> Path:
     raise PromptError(f"prompt set not found: {spec} (a path to a .yaml/.jsonl file, or one of: {known})")
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; bad bytes are an error naming the line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PromptError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
 def _read_jsonl(path: Path) -> list[tuple[dict, str]]:
     entries = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(entry, dict):
-                raise PromptError(f"{where}: expected a JSON object with keys id and text")
-            entries.append((entry, where))
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", _read_text(path)), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PromptError(f"{where}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise PromptError(f"{where}: not valid JSON (nested too deeply)") from None
+        if not isinstance(entry, dict):
+            raise PromptError(f"{where}: expected a JSON object with keys id and text")
+        entries.append((entry, where))
     if not entries:
         raise PromptError(f"{path}: no prompts in file")
     return entries
@@ -130,7 +145,7 @@ def _read_yaml(path: Path) -> tuple[str, list[tuple[dict, str]]]:
     import yaml
 
     try:
-        document = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        document = yaml.compose(_read_text(path), Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -165,6 +180,8 @@ def _build_prompt(entry: dict, where: str) -> Prompt:
         if key not in entry:
             raise PromptError(f"{where}: missing '{key}'")
     prompt_id, text = entry["id"], entry["text"]
+    for key, value in entry.items():
+        _check_text(value, where, key)
     if not isinstance(prompt_id, str) or not _ID_PATTERN.match(prompt_id):
         raise PromptError(f"{where}: 'id' must be a non-empty string without whitespace, got {prompt_id!r}")
     if not isinstance(text, str) or not text.strip():
@@ -185,6 +202,18 @@ def _build_prompt(entry: dict, where: str) -> Prompt:
     ):
         raise PromptError(f"{where}: 'temperatures' must be a list of positive numbers")
     return Prompt(id=prompt_id, text=text, temperatures=tuple(float(t) for t in temperatures), **optional)
+
+
+def _check_text(value, where: str, key: str) -> None:
+    """Strings must be storable text: JSON's "\\ud800" escapes give lone surrogates, which UTF-8
+    (Parquet, tokenizers) cannot hold."""
+    if isinstance(value, str):
+        bad = next((i for i, char in enumerate(value) if "\ud800" <= char <= "\udfff"), None)
+        if bad is not None:
+            raise PromptError(f"{where}: '{key}' holds a lone surrogate (U+{ord(value[bad]):04X} at character {bad + 1}), which is not text")
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item, where, key)
 
 
 def _check_set(prompt_set: PromptSet, wheres: list[str]) -> None:

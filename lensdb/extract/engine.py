@@ -24,6 +24,7 @@ import lensdb as lensdb_package
 from lensdb.errors import LensdbError, PromptError
 from lensdb.extract import capture, lens as lens_math, stats as lens_stats
 from lensdb.extract.device import choose_device, choose_dtype
+from lensdb.extract.options import check_extract_options
 from lensdb.extract.gold import GoldAlignment, align_gold, encode
 from lensdb.extract.model import (
     LoadedModel,
@@ -108,6 +109,7 @@ def extract(
     The run is written to a staging folder and committed atomically at the end; on any
     error nothing becomes visible.
     """
+    check_extract_options(model=model, model_name=model_name, seed=seed, run_id=run_id)
     lenses = _check_lenses(lenses)
     if top_k < 1:
         raise LensdbError("--top-k must be at least 1")

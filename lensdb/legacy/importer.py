@@ -4,8 +4,9 @@ Data flow: folder -> the three files of each model -> parsed, checked rows (erro
 the file and line) -> the warehouse tables (prompts, records, finals, consistency,
 legacy_raw_lens_samples, manifest) -> RunWriter, which commits the run atomically.
 
-Every model of the folder is read and checked before anything is written, so bad input
-imports nothing. Values are stored as the files hold them: probabilities, entropies,
+Every model of the folder is read and converted (every value checked) before anything is
+written, all runs are staged before any is committed, and a failed commit takes back the
+runs this import committed: on any error nothing is imported. Values are stored as the files hold them: probabilities, entropies,
 p_answer and cos_to_final are float32-exact in the files and go to float32 columns; the
 derived columns (flags, p_top1, p_top5, rest_mass, the JSON's diagnostics and summaries)
 are not stored, the v1 views recompute them. Token ids are unknown (NULL). A control
@@ -15,6 +16,7 @@ control_margin (p_answer - p_paired_answer in float64) comes back exactly.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import lensdb as lensdb_package
-from lensdb.errors import LegacyFormatError
+from lensdb.errors import LegacyFormatError, LensdbError
 from lensdb.legacy import format as fmt
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
@@ -97,11 +99,54 @@ class ImportedRun:
     rows: dict[str, int]
 
 
+@dataclass
+class PreparedRun:
+    """A model's run, converted and checked, not yet written."""
+
+    model: LegacyModel
+    run_id: str
+    started: datetime
+    tables: dict[str, pa.Table]
+
+
 def import_legacy(folder: str | Path, warehouse: str | Path | None = None) -> list[ImportedRun]:
-    """Import every model of a legacy output folder, one committed run each."""
+    """Import every model of a legacy output folder, one committed run each; all or nothing."""
     models = [read_model(files) for files in find_legacy_files(Path(folder))]
     warehouse_path = layout.resolve_warehouse(warehouse)
-    return [write_run(warehouse_path, model) for model in models]
+    return write_runs(warehouse_path, [prepare_run(model) for model in models])
+
+
+def prepare_run(model: LegacyModel) -> PreparedRun:
+    """Convert every table and the manifest, so that a bad value stops the import before any write."""
+    try:
+        layout.check_model_name(model.model)
+    except LensdbError as exc:
+        raise LegacyFormatError(f"{model.files.json}: diagnostics.model: {exc}") from None
+    run_id, started = layout.new_run_id(), _utc_now()
+    tables = legacy_tables(model)
+    manifest_table(model, run_id, started, started)  # checked now, written at the commit
+    return PreparedRun(model=model, run_id=run_id, started=started, tables=tables)
+
+
+def write_runs(warehouse: Path, runs: list[PreparedRun]) -> list[ImportedRun]:
+    """Stage every run, then commit them one after another; if a commit fails, the runs
+    committed before it are taken back."""
+    with contextlib.ExitStack() as stack:
+        writers = []
+        for run in runs:
+            writer = stack.enter_context(RunWriter(warehouse, run.model.model, run.run_id))
+            stage_run(writer, run.tables)
+            writers.append(writer)
+        imported = []
+        try:
+            for writer, run in zip(writers, runs):
+                path = writer.commit(manifest_table(run.model, run.run_id, run.started, _utc_now()), schema.MANIFEST)
+                imported.append(ImportedRun(model=run.model.model, run_id=run.run_id, path=path, rows=dict(writer.rows_written)))
+        except BaseException:
+            for writer in writers:
+                writer.retract()
+            raise
+    return imported
 
 
 # ---------------------------------------------------------------- legacy files -> rows
@@ -290,21 +335,14 @@ def _assign_variants(path: Path, rows: list[LensRow]) -> None:
 # ---------------------------------------------------------------- rows -> tables
 
 
-def write_run(warehouse: Path, model: LegacyModel) -> ImportedRun:
-    started = _utc_now()
-    run_id = layout.new_run_id()
-    tables = legacy_tables(model)
-    with RunWriter(warehouse, model.model, run_id) as writer:
-        writer.write("prompts", tables["prompts"], schema.PROMPTS)
-        last = tables["records"].column("is_last_pos")
-        # Last-position records in a file of their own, as extract writes them.
-        writer.append("records", tables["records"].filter(last), schema.RECORDS, part="next")
-        writer.append("records", tables["records"].filter(pc.invert(last)), schema.RECORDS)
-        for name in ("finals", "consistency", "legacy_raw_lens_samples"):
-            writer.write(name, tables[name], schema.TABLES[name])
-        path = writer.commit(manifest_table(model, run_id, started, _utc_now()), schema.MANIFEST)
-        rows = dict(writer.rows_written)
-    return ImportedRun(model=model.model, run_id=run_id, path=path, rows=rows)
+def stage_run(writer: RunWriter, tables: dict[str, pa.Table]) -> None:
+    writer.write("prompts", tables["prompts"], schema.PROMPTS)
+    last = tables["records"].column("is_last_pos")
+    # Last-position records in a file of their own, as extract writes them.
+    writer.append("records", tables["records"].filter(last), schema.RECORDS, part="next")
+    writer.append("records", tables["records"].filter(pc.invert(last)), schema.RECORDS)
+    for name in ("finals", "consistency", "legacy_raw_lens_samples"):
+        writer.write(name, tables[name], schema.TABLES[name])
 
 
 def legacy_tables(model: LegacyModel) -> dict[str, pa.Table]:

@@ -80,6 +80,17 @@ def model_key(model: str) -> str:
     return f"{prefix}{SHORTENED_MARK}{digest}"
 
 
+def check_model_name(model: str) -> str:
+    """A model id lensdb can store: non-empty, printable, valid UTF-8 (any length)."""
+    if not isinstance(model, str) or not model.strip():
+        raise WarehouseError(f"invalid model name {model!r}: it must not be empty")
+    if not is_utf8(model):
+        raise WarehouseError(f"invalid model name {model!r}: it is not valid UTF-8 (pass --model-name)")
+    if any(ord(char) < 32 or ord(char) == 127 for char in model):
+        raise WarehouseError(f"invalid model name {model!r}: it holds control characters (pass --model-name)")
+    return model
+
+
 def model_from_key(key: str) -> str:
     """The model id a folder name stands for (a shortened key gives its readable prefix and hash)."""
     return unquote(key, errors="replace")

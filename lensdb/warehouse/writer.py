@@ -1,7 +1,15 @@
-"""Write one run: stream tables into a staging folder, then commit it atomically."""
+"""Write one run: stream tables into a staging folder, then commit it atomically.
+
+Commits of one warehouse are serialised by a lock file (`<warehouse>/.commit.lock`, an flock
+the system releases when its process dies), under which the run id is checked to be new
+in every model folder and the staging folder is renamed into `runs/`: of several writers
+with the same run id, exactly one commits. Any failure to write (a full disk, a lost
+mount) is one line naming the warehouse, and the staging folder is removed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -12,8 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensdb.errors import WarehouseError
-from lensdb.warehouse import layout
+from lensdb.warehouse import anchors, layout
 from lensdb.warehouse.schema import with_metadata
+
+COMMIT_LOCK = ".commit.lock"
 
 ROW_GROUP_ROWS = 65_536
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True)
@@ -29,7 +39,7 @@ class RunWriter:
 
     def __init__(self, warehouse: Path, model: str, run_id: str):
         self.warehouse = warehouse
-        self.model = model
+        self.model = layout.check_model_name(model)
         self.run_id = layout.check_run_id(run_id)
         self.target = layout.run_dir(warehouse, model, run_id)
         self.staging = warehouse / layout.STAGING_DIR / f"{run_id}@{os.getpid()}@{socket.gethostname()}"
@@ -56,8 +66,11 @@ class RunWriter:
             probe = self.staging / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
+            # The views' schema files, so that readers without write access find them.
+            anchors.write_schema_anchors(self.warehouse)
         except OSError as exc:
-            raise WarehouseError(f"warehouse is not writable: {self.warehouse} ({exc.strerror or exc})") from None
+            self.abort()
+            raise WarehouseError(f"warehouse is not writable: {self.warehouse} ({_why(exc)})") from None
         if layout.find_run_dirs(self.warehouse, self.run_id):
             self.abort()
             raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}")
@@ -71,10 +84,21 @@ class RunWriter:
             if batch.num_rows:
                 pending.append(batch)
                 self._pending_rows[key] = self._pending_rows.get(key, 0) + batch.num_rows
-        if key not in self._writers:
-            self._open_writer(key, schema)
-        if self._pending_rows.get(key, 0) >= ROW_GROUP_ROWS:
-            self._flush(key)
+        with self._writing():
+            if key not in self._writers:
+                self._open_writer(key, schema)
+            if self._pending_rows.get(key, 0) >= ROW_GROUP_ROWS:
+                self._flush(key)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Failures to write (a full disk, say) as one line naming the warehouse."""
+        try:
+            yield
+        except OSError as exc:  # pyarrow's I/O errors are OSErrors too
+            raise WarehouseError(
+                f"cannot write run {self.run_id} to the warehouse {self.warehouse}: {_why(exc)}; nothing was committed"
+            ) from None
 
     def write(self, table: str, data: pa.Table, schema: pa.Schema) -> None:
         self.append(table, data, schema)
@@ -97,23 +121,39 @@ class RunWriter:
 
     def commit(self, manifest: pa.Table, manifest_schema: pa.Schema) -> Path:
         """Close every table, write the manifest last, and move the run into place."""
-        for key in list(self._writers):
-            self._flush(key)
-            self._writers.pop(key).close()
-        self.append("manifest", manifest, manifest_schema)
-        self._flush(("manifest", "part"))
-        self._writers.pop(("manifest", "part")).close()
-        _fsync_tree(self.staging)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(self.staging, self.target)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}") from None
-            raise WarehouseError(f"could not commit run {self.run_id}: {exc.strerror or exc}") from None
+        with self._writing():
+            for key in list(self._writers):
+                self._flush(key)
+                self._writers.pop(key).close()
+            self.append("manifest", manifest, manifest_schema)
+            self._flush(("manifest", "part"))
+            self._writers.pop(("manifest", "part")).close()
+            _fsync_tree(self.staging)
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        with commit_lock(self.warehouse):
+            if layout.find_run_dirs(self.warehouse, self.run_id):
+                raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}")
+            try:
+                os.rename(self.staging, self.target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}") from None
+                raise WarehouseError(f"could not commit run {self.run_id} to {self.warehouse}: {_why(exc)}") from None
+            self.committed = True
         _fsync_dir(self.target.parent)
-        self.committed = True
         return self.target
+
+    def retract(self) -> None:
+        """Undo this writer's commit (an import of several runs failed after committing it)."""
+        if not self.committed:
+            return
+        with commit_lock(self.warehouse):
+            try:
+                os.rename(self.target, self.staging)
+            except OSError as exc:
+                raise WarehouseError(f"could not take back run {self.run_id} from {self.warehouse}: {_why(exc)}") from None
+            self.committed = False
+        self.abort()
 
     def abort(self) -> None:
         for writer in self._writers.values():
@@ -126,10 +166,39 @@ class RunWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def commit_lock(warehouse: Path):
+    """Hold the warehouse's commit lock (blocking; released when the process dies)."""
+    import fcntl
+
+    path = warehouse / COMMIT_LOCK
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")
+    except OSError as exc:
+        raise WarehouseError(f"cannot lock the warehouse {warehouse} for a commit: {_why(exc)}") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing releases the lock
+
+
+def _why(exc: BaseException) -> str:
+    """An OS or Arrow I/O error's reason, in one line (Arrow's keep the errno in the text)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    detail = text.rsplit("Detail: ", 1)[-1]
+    return detail or type(exc).__name__
+
+
 def _remove_stale_staging(staging_root: Path) -> None:
     """Delete staging folders of processes on this host that no longer exist."""
     host = socket.gethostname()
     for folder in staging_root.iterdir():
+        if not folder.is_dir():
+            continue
         parts = folder.name.split("@")
         if len(parts) != 3 or parts[2] != host or not parts[1].isdigit():
             continue

@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -219,18 +220,57 @@ class Session:
         _set_variables(self.con, self.damaged)
 
     def run(self, sql: str, *, retry: bool = True) -> pa.Table:
-        """Run SQL; a run whose file fails to read is left out and the SQL run again."""
+        """Run SQL; a run whose files fail to read is left out and the SQL run again.
+
+        The run is the one the error names, or else (DuckDB does not always name the file)
+        the one found by running the SQL on halves of the runs and confirmed by reading
+        its files to the end; an error that is the query's own is raised as it is.
+        """
         import duckdb
 
         while True:
             try:
-                relation = self.con.sql(sql)
-                return relation.to_arrow_table() if relation is not None else pa.table({})
+                return self._execute(sql)
             except duckdb.Error as exc:
-                run = _damaged_run_in(exc, self.warehouse, self.root) if retry else None
+                run = None
+                if retry and _may_be_file_damage(exc):
+                    run = _damaged_run_in(exc, self.warehouse, self.root) or self._search_damaged_run(sql)
                 if run is None or run.folder_key in {known.folder_key for known in self.damaged}:
                     raise _query_error(exc, self.warehouse, self.root) from None
                 self.leave_out(run)
+
+    def _execute(self, sql: str) -> pa.Table:
+        relation = self.con.sql(sql)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def _search_damaged_run(self, sql: str) -> DamagedRun | None:
+        import duckdb
+
+        known = [run.folder_key for run in self.damaged]
+        candidates = [folder for folder in layout.run_folders(self.warehouse) if folder.key not in known]
+
+        def fails_with_only(kept: list[layout.RunFolder]) -> bool:
+            keep = {folder.key for folder in kept}
+            self.con.execute(f"SET VARIABLE {SKIP_VARIABLE} = ?::VARCHAR[]", [known + [f.key for f in candidates if f.key not in keep]])
+            try:
+                self._execute(sql)
+                return False
+            except duckdb.Error:
+                return True
+
+        try:
+            if not candidates or fails_with_only([]):
+                return None  # it fails without any run: the query's own error
+            group = candidates
+            while len(group) > 1:
+                half = group[: len(group) // 2]
+                group = half if fails_with_only(half) else group[len(group) // 2 :]
+        finally:
+            _set_variables(self.con, self.damaged)
+        reason = health.run_data_damage(group[0].path)
+        if reason is None:
+            return None
+        return DamagedRun(model=group[0].model, run_id=group[0].run_id, path=group[0].path, reason=reason)
 
 
 def connect(warehouse=None, *, read_only: bool = True):
@@ -253,7 +293,11 @@ def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = Fals
     damaged = health.damaged_runs(path)
     root = _root(path)
     fingerprint = _fingerprint(root, damaged)
-    if read_only:
+    if not layout.glob_safe(str(path)):
+        # DuckDB opens no database file under a path holding a backslash (a separator to it).
+        con = duckdb.connect()
+        install(root, con, damaged)
+    elif read_only:
         con = duckdb.connect()
         state = _attach(con, path, fingerprint)
         if state in ("missing", "stale", "damaged") and _rebuild(root, damaged):
@@ -264,7 +308,7 @@ def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = Fals
         con = _open_for_writing(root, damaged, fingerprint)
     _set_variables(con, damaged)
     if sandbox:
-        _confine(con, [path, root.path])
+        _confine(con, root)
     return Session(con=con, warehouse=path, root=root, damaged=list(damaged))
 
 
@@ -342,19 +386,24 @@ def _attach(con, warehouse: Path, fingerprint: dict[str, str]) -> str:
 
 
 def _rebuild(root: Root, damaged) -> bool:
-    """Build the catalog in a temporary file of this process and rename it into place."""
+    """Build the catalog in a private folder, copy it beside the old one and rename it into
+    place. (DuckDB cannot write a database under a path holding '?': it puts the log at
+    the path cut there.)"""
     import duckdb
 
     catalog = catalog_path(root.warehouse)
     temporary = catalog.with_name(f"{catalog.name}.{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(4)}.tmp")
     try:
         _remove_stale_temporaries(root.warehouse)
-        con = duckdb.connect(str(temporary))
-        try:
-            install(root, con, damaged)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+        with tempfile.TemporaryDirectory(prefix="lensdb-catalog-") as scratch:
+            built = Path(scratch) / layout.CATALOG_FILE
+            con = duckdb.connect(str(built))
+            try:
+                install(root, con, damaged)
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            shutil.copyfile(built, temporary)
         _fsync(temporary)
         Path(f"{catalog}.wal").unlink(missing_ok=True)  # a dead writer's log of the old file
         os.replace(temporary, catalog)
@@ -363,11 +412,10 @@ def _rebuild(root: Root, damaged) -> bool:
     except (OSError, duckdb.Error):
         return False
     finally:
-        for leftover in (temporary, Path(f"{temporary}.wal")):
-            try:
-                leftover.unlink(missing_ok=True)
-            except OSError:
-                pass
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _remove_stale_temporaries(warehouse: Path) -> None:
@@ -446,9 +494,21 @@ def _set_variables(con, damaged) -> None:
     con.execute(f"SET VARIABLE {DAMAGED_VARIABLE} = ?::{DAMAGED_TYPE}", [[_damaged_row(run) for run in damaged]])
 
 
-def _confine(con, folders: list[Path]) -> None:
-    """DuckDB may read these folders only, write no file, and not change that."""
-    allowed = sorted({str(folder).rstrip("/") + "/" for folder in folders})
+def _confine(con, root: Root) -> None:
+    """DuckDB may read the warehouse only, write no file, and not change that.
+
+    DuckDB checks a glob as written (so the escaped form of the path is allowed too) and
+    each file by its real path (so a linked root's warehouse is allowed too). It cannot
+    allow a real path holding a backslash: then the nearest folder above without one is
+    allowed (the statement check still keeps the SQL from writing anything).
+    """
+    folders = {str(root.path), str(root.warehouse)}
+    if layout.glob_safe(str(root.path)):
+        folders.add(layout.glob_literal(str(root.path)))
+    if not layout.glob_safe(str(root.warehouse)):
+        folders.discard(str(root.warehouse))
+        folders.add(str(next(p for p in root.warehouse.parents if layout.glob_safe(str(p)))))
+    allowed = sorted(folder.rstrip("/") + "/" for folder in folders)
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -539,18 +599,30 @@ _FILE_IN_MESSAGE = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
 _RUN_FILE = re.compile(r"[/\\]runs[/\\](model=[^/\\'\"]*)[/\\]run=([^/\\'\"]*)[/\\]([^/\\'\"]+)[/\\]([^/\\'\"]+\.parquet)")
 
 
+def _may_be_file_damage(exc: Exception) -> bool:
+    """DuckDB errors a damaged file can cause (a query's own mistakes have other kinds)."""
+    import duckdb
+
+    file_kinds = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException, duckdb.SerializationException)
+    return type(exc) is duckdb.Error or isinstance(exc, file_kinds)
+
+
 def _damaged_run_in(exc: Exception, warehouse: Path, root: Root) -> DamagedRun | None:
-    """The run whose Parquet file a DuckDB error names, as a damaged run (None if none)."""
+    """The run whose Parquet file a DuckDB error names, if that run's files are damaged."""
     matches = list(_RUN_FILE.finditer(str(exc)))
     if not matches:
         return None
-    model_folder, run_id, table, name = matches[-1].groups()
-    model_key = model_folder[len(layout.MODEL_PREFIX) :]
-    folder = warehouse / layout.RUNS_DIR / model_folder / f"{layout.RUN_PREFIX}{run_id}"
-    message = _first_line(exc).replace(matches[-1].group(0).lstrip("/\\"), "")
-    for prefix in (str(root.path), str(warehouse)):
-        message = message.replace(prefix, "")
-    return DamagedRun(model=layout.model_from_key(model_key), run_id=run_id, path=folder, reason=f"{table}/{name} unreadable: {message}")
+    model_folder, run_id, _table, _name = matches[-1].groups()
+    folder = layout.RunFolder(
+        path=warehouse / layout.RUNS_DIR / model_folder / f"{layout.RUN_PREFIX}{run_id}",
+        model_key=model_folder[len(layout.MODEL_PREFIX) :],
+        run_id=run_id,
+    )
+    # A query may name a run's file itself (a missing one, say): only real damage counts.
+    reason = health.run_damage(folder) or health.run_data_damage(folder.path)
+    if reason is None:
+        return None
+    return DamagedRun(model=folder.model, run_id=run_id, path=folder.path, reason=reason)
 
 
 def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exception:

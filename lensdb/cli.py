@@ -170,11 +170,11 @@ def _extract_summary(summary) -> str:
 
 @main.command()
 @click.argument("sql", required=False)
-@click.option("--file", "sql_file", type=click.Path(dir_okay=False), help="Read the SQL from a file.")
+@click.option("--file", "sql_file", type=click.Path(), help="Read the SQL from a file (UTF-8).")
 @click.option("--name", help="Run a named query shipped with lensdb (see --list).")
 @click.option("--list", "list_only", is_flag=True, help="List the named queries and the v1 views, then exit.")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="json is an array of row objects; parquet needs --out.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of stdout (its folder must exist).")
+@click.option("--out", type=click.Path(), help="Write the result to this file instead of stdout (its folder must exist).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--allow-files", is_flag=True, help="Let the SQL use all of DuckDB: any statement (COPY, ATTACH, ...) and any file. Without it, only read-only statements run and DuckDB reads the warehouse only.")
 def query(sql, sql_file, name, list_only, output_format, out, warehouse, allow_files):
@@ -237,7 +237,7 @@ def _listing(catalog) -> str:
 @click.option("--run", "run_id", help="Export this run.")
 @click.option("--model", help="Export the latest committed run of this model (hub id, or the part after its last '/').")
 @click.option("--lens", default="norm", show_default=True, help="The lens whose records the files show.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the files into (created if missing; its parent must exist).")
+@click.option("--out", required=True, type=click.Path(), help="Folder to write the files into (created if missing; its parent must exist).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--without-variant", is_flag=True, help="CSVs without the prompt_variant column (the seed documents' schema).")
 def export(run_id, model, lens, out, warehouse, without_variant):

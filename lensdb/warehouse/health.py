@@ -68,6 +68,23 @@ def run_damage(folder: layout.RunFolder) -> str | None:
     return None
 
 
+def run_data_damage(folder: Path) -> str | None:
+    """Why a run's Parquet files cannot be read to the end (every page decoded), or None.
+    Slow: for a run a query could not read without naming a file."""
+    for table in TABLES:
+        try:
+            paths = _parquet_entries(Path(folder) / table)
+        except OSError as exc:
+            return f"{table}/ unreadable: {one_line(exc)}"
+        for path in paths:
+            try:
+                for _batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+                    pass
+            except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
+                return f"{table}/{path.name} unreadable: {one_line(exc)}"
+    return None
+
+
 def file_damage(path: Path) -> str | None:
     """Why a Parquet file of a run cannot be read ("unreadable: ..."), or None."""
     try:

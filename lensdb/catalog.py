@@ -600,11 +600,13 @@ _RUN_FILE = re.compile(r"[/\\]runs[/\\](model=[^/\\'\"]*)[/\\]run=([^/\\'\"]*)[/
 
 
 def _may_be_file_damage(exc: Exception) -> bool:
-    """DuckDB errors a damaged file can cause (a query's own mistakes have other kinds)."""
+    """DuckDB errors a damaged file can cause (a query's own mistakes have other kinds,
+    except a file whose column cannot be cast: DuckDB names the file it was reading)."""
     import duckdb
 
     file_kinds = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException, duckdb.SerializationException)
-    return type(exc) is duckdb.Error or isinstance(exc, file_kinds)
+    reading = isinstance(exc, duckdb.ConversionException) and "while reading file" in str(exc)
+    return type(exc) is duckdb.Error or isinstance(exc, file_kinds) or reading
 
 
 def _damaged_run_in(exc: Exception, warehouse: Path, root: Root) -> DamagedRun | None:

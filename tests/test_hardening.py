@@ -183,6 +183,11 @@ def _rewrite_manifest(folder: Path, **changes) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
 
 
+def _retype(path: Path, column: str, values) -> None:
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.schema.get_field_index(column), column, pa.array(values(table.num_rows))), path)
+
+
 def _truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
@@ -209,6 +214,15 @@ DAMAGE = {
     "prompts emptied": (lambda f: (f / "prompts" / "part-00000.parquet").write_bytes(b""), "prompts/part-00000.parquet unreadable"),
     "a folder named like a file": (lambda f: (f / "finals" / "extra.parquet").mkdir(), "finals/extra.parquet is not a file"),
     "a stray unreadable file": (lambda f: (f / "residuals" / "part-00001.parquet").write_bytes(b"\0" * 100), "residuals/part-00001.parquet unreadable"),
+    "records folder deleted": (lambda f: shutil.rmtree(f / "records"), "records/ missing"),
+    "manifest lacks a column": (
+        lambda f: pq.write_table(pq.read_table(f / "manifest" / "part-00000.parquet").drop(["n_layers"]), f / "manifest" / "part-00000.parquet"),
+        "manifest lacks column n_layers",
+    ),
+    "manifest column of another type": (
+        lambda f: _retype(f / "manifest" / "part-00000.parquet", "n_layers", lambda n: ["two"] * n),
+        "manifest has column n_layers of type string, expected int32",
+    ),
 }
 
 
@@ -249,6 +263,29 @@ def test_damage_inside_a_data_page_is_found_by_the_query(warehouse):
     assert [row["run_id"] for row in json.loads(result.stdout)] == [wf.RUN_A1, wf.RUN_A2, EXPORTABLE_RUN, wf.RUN_LEGACY]
     (line,) = warnings_of(result)
     assert f"run {wf.RUN_B1} ({wf.MODEL_B}): records/next-00000.parquet unreadable" in line
+
+
+def test_a_column_duckdb_cannot_cast_is_found_by_the_query(warehouse):
+    """A records file whose `layer` holds text: DuckDB fails while reading it; the run is
+    confirmed damaged by its columns, left out, and the query answers."""
+    _retype(warehouse / B1 / "records" / "next-00000.parquet", "layer", lambda n: ["x"] * n)
+    sql = "SELECT run_id, max(layer) AS layers FROM v1.pure_next_token GROUP BY run_id ORDER BY run_id"
+    result = run_cli("query", sql, "--warehouse", warehouse, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [row["run_id"] for row in json.loads(result.stdout)] == [wf.RUN_A1, wf.RUN_A2, EXPORTABLE_RUN, wf.RUN_LEGACY]
+    (line,) = warnings_of(result)
+    assert "records/next-00000.parquet has column layer of type string, expected int32" in line
+
+
+def test_a_query_that_fails_on_its_own_blames_no_run(warehouse):
+    for sql in (
+        "SELECT CAST(run_id AS INTEGER) FROM v1.runs",
+        f"SELECT * FROM read_parquet('{warehouse}/runs/model=model-b/run={wf.RUN_B1}/records/nothing-here.parquet')",
+        "SELECT error('my own error') FROM v1.records",
+    ):
+        result = run_cli("query", sql, "--warehouse", warehouse)
+        assert_one_line_error(result)
+        assert "damaged" not in result.stderr
 
 
 def test_two_damaged_runs_and_the_python_api_warning(warehouse):

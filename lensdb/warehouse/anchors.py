@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ ANCHOR_ROWS = {
     "residuals": 100_000,
 }
 ANCHOR_FOLDER = ("model=_", "run=_")
+STALE_SECONDS = 600
 
 
 def anchor_path(root: Path, table: str) -> Path:
@@ -59,12 +61,23 @@ def write_schema_anchors(root: Path) -> None:
         if _current(path, table):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path.parent)
         temporary = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
             pq.write_table(anchor_table(table), temporary, compression="zstd")
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files of writers killed mid-write (a write takes milliseconds)."""
+    for leftover in folder.glob("*.tmp"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass
 
 
 def _current(path: Path, table: str) -> bool:

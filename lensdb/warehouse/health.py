@@ -20,12 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensdb.warehouse import layout
 from lensdb.warehouse.schema import TABLES
 
 MANIFEST_TABLE = "manifest"
+# Tables every run has (extract and import-legacy write them; consistency may be absent).
+REQUIRED_TABLES = ("prompts", "records", "finals")
 COMMITTED = "committed"
 MAGIC = b"PAR1"
 _PARALLEL_FROM = 16  # runs; below this a thread pool costs more than it saves
@@ -71,6 +74,8 @@ def run_damage(folder: layout.RunFolder) -> str | None:
             paths = _parquet_entries(folder.path / table)
         except OSError as exc:
             return f"{table}/ unreadable: {one_line(exc)}"
+        if not paths and table in REQUIRED_TABLES:
+            return f"{table}/ missing"
         for path in paths:
             reason = file_damage(path)
             if reason is not None:
@@ -79,8 +84,8 @@ def run_damage(folder: layout.RunFolder) -> str | None:
 
 
 def run_data_damage(folder: Path) -> str | None:
-    """Why a run's Parquet files cannot be read to the end (every page decoded), or None.
-    Slow: for a run a query could not read without naming a file."""
+    """Why a run's Parquet files cannot be read to the end (their columns checked, every
+    page decoded), or None. Slow: for a run whose files a query failed to read."""
     for table in TABLES:
         try:
             paths = _parquet_entries(Path(folder) / table)
@@ -88,10 +93,28 @@ def run_data_damage(folder: Path) -> str | None:
             return f"{table}/ unreadable: {one_line(exc)}"
         for path in paths:
             try:
-                for _batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+                parquet = pq.ParquetFile(path)
+                reason = schema_damage(table, parquet.schema_arrow)
+                if reason is not None:
+                    return f"{table}/{path.name} {reason}"
+                for _batch in parquet.iter_batches(batch_size=65_536):
                     pass
             except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
                 return f"{table}/{path.name} unreadable: {one_line(exc)}"
+    return None
+
+
+def schema_damage(table: str, schema) -> str | None:
+    """How a file's columns differ from its table's (lensdb/warehouse/schema.py), or None."""
+    for expected in TABLES[table]:
+        if expected.name not in schema.names:
+            return f"lacks column {expected.name}"
+        got = schema.field(expected.name).type
+        if table == "residuals" and expected.name == "resid":
+            if not (pa.types.is_list(got) or pa.types.is_fixed_size_list(got) or pa.types.is_large_list(got)):
+                return f"has column resid of type {got}, expected a list"
+        elif not got.equals(expected.type):
+            return f"has column {expected.name} of type {got}, expected {expected.type}"
     return None
 
 
@@ -130,10 +153,13 @@ def _manifest_damage(folder: layout.RunFolder) -> str | None:
         if reason is not None:
             return f"manifest {reason}"
         try:
-            table = pq.ParquetFile(path).read(columns=["run_id", "status"])
+            parquet = pq.ParquetFile(path)
+            reason = schema_damage(MANIFEST_TABLE, parquet.schema_arrow)
+            if reason is not None:
+                return f"manifest {reason}"
+            rows += parquet.read(columns=["run_id", "status"]).to_pylist()
         except Exception as exc:  # noqa: BLE001 - magic bytes that read but a file that does not
             return f"manifest unreadable: {one_line(exc)}"
-        rows += table.to_pylist()
     if len(rows) != 1:
         return f"manifest has {len(rows)} rows, expected 1"
     if rows[0]["run_id"] != folder.run_id:

@@ -286,7 +286,7 @@ def connect(warehouse=None, *, read_only: bool = True):
     return session.con
 
 
-def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = False) -> Session:
+def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = False, quiet: bool = False) -> Session:
     import duckdb
 
     path = _existing_warehouse(warehouse)
@@ -307,6 +307,8 @@ def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = Fals
     else:
         con = _open_for_writing(root, damaged, fingerprint)
     _set_variables(con, damaged)
+    if quiet:
+        con.execute("SET enable_progress_bar = false")  # stderr keeps to lensdb's own lines
     if sandbox:
         _confine(con, root)
     return Session(con=con, warehouse=path, root=root, damaged=list(damaged))
@@ -563,7 +565,7 @@ def query(sql: str, warehouse=None, *, format: str = "arrow", allow_files: bool 
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
     if not allow_files:
         check_read_only_sql(sql)
-    session = open_session(path, read_only=True, sandbox=not allow_files)
+    session = open_session(path, read_only=True, sandbox=not allow_files, quiet=True)
     try:
         table = session.run(sql, retry=not allow_files or _is_read_only(sql))
     finally:

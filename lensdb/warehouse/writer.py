@@ -169,8 +169,11 @@ class RunWriter:
 @contextlib.contextmanager
 def commit_lock(warehouse: Path):
     """Hold the warehouse's commit lock (blocking; released when the process dies)."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the check under it still runs
+        yield
+        return
     path = warehouse / COMMIT_LOCK
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

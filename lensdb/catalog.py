@@ -10,8 +10,8 @@ anything; `extract` never opens the catalog.
 How lensdb opens it, so that readers never wait and never need write access:
 - lensdb's own connections are in-memory DuckDB databases that ATTACH the catalog
   READ_ONLY (no write lock: outside clients can open it read-only at the same time);
-- a missing, damaged or out-of-date catalog is rebuilt in a temporary file of this
-  process and renamed over the old one in one step (several processes may do so at once);
+- a missing, damaged or out-of-date catalog is rebuilt in a private folder, copied beside
+  the old one and renamed over it in one step (several processes may do so at once);
 - when it cannot be (a read-only warehouse, a catalog that an outside client holds open
   for writing), the views are installed in the in-memory database instead.
 `lensdb query` (and `lensdb.query`) also confine DuckDB to the warehouse: statements other
@@ -343,9 +343,9 @@ def _linked_root(warehouse: Path) -> Path:
         raise WarehouseError(f"cannot read the warehouse {warehouse}: DuckDB reads no path holding a backslash (nor {folder})")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        base.chmod(0o700)
         if base.stat().st_uid != _uid():
             raise WarehouseError(f"{base} belongs to another user; set TMPDIR to a folder of yours")
+        base.chmod(0o700)
         link = folder / layout.RUNS_DIR
         target = warehouse / layout.RUNS_DIR
         if not (link.is_symlink() and os.readlink(link) == str(target)):
@@ -428,7 +428,7 @@ def _remove_stale_temporaries(warehouse: Path) -> None:
         names = [entry.name for entry in entries if entry.name.startswith(prefix) and ".tmp" in entry.name]
     for name in names:
         path = warehouse / name
-        owner = name[len(prefix) :].split(".", 1)[0]
+        owner = name[len(prefix) :].rsplit(".", 2)[0]  # <pid>@<host>.<hex>.tmp
         pid, _, owner_host = owner.partition("@")
         try:
             dead = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))

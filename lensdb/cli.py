@@ -45,15 +45,19 @@ def main():
     """
 
 
-def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def _lens_specs(ctx, param, value: str):
+    from lensdb.lenses import parse_lens_specs
+
+    return parse_lens_specs(value)  # a bad lens is a one-line LensdbError, like every bad input
 
 
 @main.command()
 @click.argument("model")
 @click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_split_lenses, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm).")
+@click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_lens_specs, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm), tuned:DIR or tuned:NAME (a tuned lens: a folder in the tuned-lens format, or one stored with `lensdb train-lens --name`); ALIAS=tuned:... names the records.")
+@click.option("--reference-lens", help="The lens every other lens is compared with (kl_vs_norm_bits) [default: norm, when in the run].")
+@click.option("--unembed", type=click.Choice(["auto", "float32", "split"]), default="auto", show_default=True, help="Unembedding precision strategy: float32 matmuls, or split (half-precision models on CUDA: float32 products from tensor-core matmuls). auto: split on CUDA for float16/bfloat16 models.")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True, help="Top tokens kept per record.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: cuda, then mps, then cpu, by a conservative memory-fit estimate.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32 (bfloat16 above ~30B parameters).")
@@ -64,7 +68,7 @@ def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")
 @click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, quiet):
+def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, quiet):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
@@ -84,6 +88,8 @@ def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, b
         prompts=prompts,
         warehouse=warehouse,
         lenses=lenses,
+        reference=reference_lens,
+        unembed=unembed,
         top_k=top_k,
         device=device,
         dtype=dtype,

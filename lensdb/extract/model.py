@@ -45,8 +45,8 @@ class LoadedModel:
     dtype: torch.dtype
     device: torch.device
     norms: dict[NormRef, Norm | None]
-    unembed_weight: torch.Tensor  # (d_model, d_vocab), float32
-    unembed_bias: torch.Tensor | None
+    unembed_weight: torch.Tensor  # (d_vocab, d_model): the model's own, in its dtype (see lenses.Unembedding)
+    unembed_bias: torch.Tensor | None  # float32; None for bias-free heads
     revision: str
     norm_class_names: dict[str, str] = field(default_factory=dict)
     has_additive_positions: bool = False
@@ -172,9 +172,7 @@ def load_model(source: ModelSource, config, device: torch.device, dtype: torch.d
     cfg = bridge.cfg
     n_layers = int(cfg.n_layers)
     unembed = bridge.unembed._original_component
-    weight = unembed.weight.detach()
-    half = dtype in (torch.float16, torch.bfloat16)
-    unembed_weight = weight.float().t().contiguous() if half else weight.t()
+    unembed_weight = unembed.weight.detach()
     bias = getattr(unembed, "bias", None)
     # The bridge gives bias-free heads a zero bias: skip adding it to every logit.
     unembed_bias = bias.detach().float() if bias is not None and bool(bias.detach().any()) else None
@@ -196,7 +194,7 @@ def load_model(source: ModelSource, config, device: torch.device, dtype: torch.d
         n_layers=n_layers,
         d_model=int(cfg.d_model),
         n_heads=int(cfg.n_heads),
-        d_vocab=int(unembed_weight.shape[1]),
+        d_vocab=int(unembed_weight.shape[0]),
         n_ctx=int(cfg.n_ctx),
         dtype=dtype,
         device=device,

@@ -75,6 +75,11 @@ MANIFEST = pa.schema(
         ("last_layer_top1_agreement", _f64),
         ("last_layer_flagged", _bool),
         ("legacy_blocks", pa.list_(_str)),  # JSON blocks an imported legacy file had
+        # The lens family: what each lens of the run is (JSON list of {name, kind, spec, sha256?,
+        # origin?}) and the lens kl_vs_norm_bits compares with (norm by default; null: none).
+        ("lens_details", _str),
+        ("reference_lens", _str),
+        ("unembed_precision", _str),  # "float32", or e.g. "float16 x2 split, float32 accumulation"
     ]
 )
 

@@ -28,15 +28,25 @@ def read_table(run_path, table):
 
 def run_extract(model_dir, prompts, warehouse, **options):
     options.setdefault("lenses", LENSES)
-    return extract(str(model_dir), prompts=str(prompts), warehouse=warehouse, device="cpu", batch_size=4, **options)
+    options.setdefault("device", "cpu")
+    return extract(str(model_dir), prompts=str(prompts), warehouse=warehouse, batch_size=4, **options)
 
 
-@pytest.fixture(scope="module", params=["tiny_llama", "tiny_gpt2", "tiny_gemma2", "stories_model"])
+# CUDA runs (float32) are checked against the same CPU reference where a GPU is present.
+@pytest.fixture(
+    scope="module",
+    params=["tiny_llama", "tiny_gpt2", "tiny_gemma2", "stories_model", "stories_model@cuda", "tiny_gpt2@cuda"],
+)
 def extracted(request, tmp_path_factory, tiny_prompts):
-    model_dir = request.getfixturevalue(request.param)
-    tmp_path = tmp_path_factory.mktemp(request.param)
-    prompts = tiny_prompts if request.param != "stories_model" else write_jsonl(tmp_path / "story.jsonl", STORY_PROMPTS)
-    summary = run_extract(model_dir, prompts, tmp_path / "warehouse")
+    import torch
+
+    name, _, device = request.param.partition("@")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model_dir = request.getfixturevalue(name)
+    tmp_path = tmp_path_factory.mktemp(name)
+    prompts = tiny_prompts if name != "stories_model" else write_jsonl(tmp_path / "story.jsonl", STORY_PROMPTS)
+    summary = run_extract(model_dir, prompts, tmp_path / "warehouse", device=device or "cpu", dtype="float32")
     return model_dir, summary
 
 

@@ -125,7 +125,7 @@ def load_translators(spec: LensSpec, model, warehouse):
     from lensdb.tuned.store import resolve_tuned_spec
 
     translators = resolve_tuned_spec(spec.argument, warehouse)
-    check_fits(translators, n_layers=model.n_layers, d_model=model.d_model, unembed_hash=unembed_hash(model))
+    check_fits(translators, n_layers=model.n_layers, d_model=model.d_model, unembed_hash=unembed_hash(model.unembed_weight))
     return translators
 
 

@@ -33,7 +33,7 @@ from lensdb.extract.model import (
     load_model,
     resolve_source,
 )
-from lensdb.extract.records import RowIndex, finals_batch, records_batch, residuals_batch
+from lensdb.extract.records import RowIndex, finals_batch, records_batch, residuals_batch, vocab_table
 from lensdb.prompts import Prompt, PromptSet, load_prompt_set
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
@@ -135,6 +135,7 @@ def extract(
         prepared = prepare_prompts(loaded, prompt_set)
         vocab = vocabulary_strings(loaded)
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
+        writer.write("vocab", vocab_table(loaded.tokenizer, loaded.d_vocab, vocab), schema.VOCAB)
         batch_size = batch_size or default_batch_size(chosen_device.type)
         if chunk_bytes is None:
             chunk_bytes = CHUNK_BYTES["cpu" if chosen_device.type == "cpu" else "gpu"]

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import sys
+import textwrap
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -100,10 +101,11 @@ def render_table(table: pa.Table, width: int | None = None, max_rows: int = TABL
     count = f"{table.num_rows:,} row{'s' if table.num_rows != 1 else ''}"
     if table.num_rows > max_rows:
         count += f"; the first {max_rows} shown (use --format csv or --out for all)"
-    lines.append(count)
+    lines += textwrap.wrap(count, width, break_long_words=False)
     left_out = [col.name for col in columns if col not in kept]
     if left_out:
-        lines.append(f"{len(left_out)} more column{'s' if len(left_out) != 1 else ''} (too wide for {width} characters): {', '.join(left_out)}")
+        note = f"{len(left_out)} more column{'s' if len(left_out) != 1 else ''} (too wide for {width} characters): {', '.join(left_out)}"
+        lines += textwrap.wrap(note, width, break_long_words=False, break_on_hyphens=False)
     return "\n".join(lines) + "\n"
 
 

@@ -115,6 +115,8 @@ def _summary_dict(summary) -> dict:
 
 
 def _extract_summary(summary) -> str:
+    from lensdb.runs import shown_path
+
     check = "FLAGGED (see v1.last_layer_consistency)" if summary.last_layer_flagged else "ok"
     lines = [
         f"run        {summary.run_id}",
@@ -123,7 +125,7 @@ def _extract_summary(summary) -> str:
         f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
-        f"written    {summary.path}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
+        f"written    {shown_path(summary.path)}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
     ]
     return "\n".join(lines)
 
@@ -302,7 +304,7 @@ def runs_command(model, output_format, warehouse):
     from lensdb.output import write_result
 
     listed = runs.list_runs(warehouse, model=model)
-    write_result(runs.runs_table(listed, for_humans=output_format == "table"), output_format, None)
+    write_result(runs.runs_table(listed, for_humans=output_format == "table"), output_format, None, types=False)
 
 
 @main.command()

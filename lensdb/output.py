@@ -25,14 +25,15 @@ TEXT_MIN = 20  # narrowest a text or list column is squeezed to before columns a
 UNLIMITED = 10_000
 
 
-def write_result(table: pa.Table, output_format: str, out: str | None) -> None:
+def write_result(table: pa.Table, output_format: str, out: str | None, *, types: bool = True) -> None:
+    """`types`: tables show each column's type under its name."""
     if output_format == "parquet":
         import pyarrow.parquet as pq
 
         pq.write_table(table, out, compression="zstd")
         return
     if output_format == "table":
-        text = render_table(table, width=UNLIMITED if out else terminal_width())
+        text = render_table(table, width=UNLIMITED if out else terminal_width(), types=types)
     else:
         text = {"csv": _as_csv, "json": _as_json}[output_format](table)
     if out:
@@ -68,7 +69,7 @@ class _Column:
         return self.natural if self.whole else min(self.natural, TEXT_MAX)
 
 
-def render_table(table: pa.Table, width: int | None = None, max_rows: int = TABLE_ROWS) -> str:
+def render_table(table: pa.Table, width: int | None = None, max_rows: int = TABLE_ROWS, *, types: bool = True) -> str:
     """`table` as a box table at most `width` characters wide (the terminal's by default)."""
     from rich import box
     from rich.cells import cell_len
@@ -84,13 +85,13 @@ def render_table(table: pa.Table, width: int | None = None, max_rows: int = TABL
         kind = _short_type(field.type)
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
         whole = numeric or not (_is_nested(field.type) or pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) or field.name.endswith("run_id")
-        natural = max([cell_len(field.name), cell_len(kind)] + [cell_len(c) for c in cells])
+        natural = max([cell_len(field.name), cell_len(kind) if types else 0] + [cell_len(c) for c in cells])
         columns.append(_Column(field.name, kind, cells, whole, numeric, natural))
     kept = _fit(columns, width)
 
     grid = Table(box=box.SQUARE, show_edge=True, pad_edge=True, highlight=False)
     for col in kept:
-        grid.add_column(Text(f"{col.name}\n{col.kind}"), width=col.width, no_wrap=True, overflow="ellipsis", justify="right" if col.numeric else "left")
+        grid.add_column(Text(f"{col.name}\n{col.kind}" if types else col.name), width=col.width, no_wrap=True, overflow="ellipsis", justify="right" if col.numeric else "left")
     for row in range(shown.num_rows):
         grid.add_row(*(Text(col.cells[row]) for col in kept))
     buffer = io.StringIO()

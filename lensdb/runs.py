@@ -263,42 +263,39 @@ def _rows(con, sql: str, run_id: str) -> list[dict]:
 
 # ---------------------------------------------------------------- presentation
 
-LIST_COLUMNS = ("run_id", "model", "source", "status", "prompt_set", "prompts", "records", "created_at", "size", "damaged")
-
-
 def runs_table(runs: list[RunInfo], *, for_humans: bool = True) -> pa.Table:
-    """The listing as an Arrow table: `size` as text for people, `bytes_on_disk` and `path` for scripts."""
-    rows = []
-    for run in runs:
-        row = {
+    """The listing as an Arrow table. For people the columns most worth a narrow terminal come
+    first and `size` is text; for scripts `bytes_on_disk` and `path` instead."""
+    columns: list[tuple[str, pa.DataType]] = [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("status", pa.string()),
+        ("prompt_set", pa.string()),
+        ("prompts", pa.int64()),
+        ("records", pa.int64()),
+    ]
+    if for_humans:
+        columns += [("size", pa.string()), ("created_at", pa.timestamp("s")), ("source", pa.string()), ("damaged", pa.string())]
+    else:
+        columns += [("bytes_on_disk", pa.int64()), ("created_at", pa.timestamp("s")), ("source", pa.string()), ("damaged", pa.string()), ("path", pa.string())]
+    rows = [
+        {
             "run_id": run.run_id,
             "model": run.model,
-            "source": run.source,
             "status": run.status,
             "prompt_set": run.prompt_set,
             "prompts": run.prompts,
             "records": run.records,
+            "size": run.size,
+            "bytes_on_disk": run.bytes_on_disk,
             "created_at": run.created_at,
+            "source": run.source,
+            "damaged": (run.damaged or "") if for_humans else run.damaged,
+            "path": str(run.path),
         }
-        if for_humans:
-            row |= {"size": run.size, "damaged": run.damaged or ""}
-        else:
-            row |= {"bytes_on_disk": run.bytes_on_disk, "damaged": run.damaged, "path": str(run.path)}
-        rows.append(row)
-    schema = pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("model", pa.string()),
-            ("source", pa.string()),
-            ("status", pa.string()),
-            ("prompt_set", pa.string()),
-            ("prompts", pa.int64()),
-            ("records", pa.int64()),
-            ("created_at", pa.timestamp("s")),
-        ]
-        + ([("size", pa.string()), ("damaged", pa.string())] if for_humans else [("bytes_on_disk", pa.int64()), ("damaged", pa.string()), ("path", pa.string())])
-    )
-    return pa.Table.from_pylist(rows, schema=schema)
+        for run in runs
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(columns))
 
 
 def details_as_dict(details: RunDetails) -> dict:
@@ -354,7 +351,7 @@ def format_details(details: RunDetails, width: int | None = None) -> str:
             lines.append(f"last layer   final_ln vs head: max KL {m['last_layer_max_kl_bits']:.2e} bits{agree}, {check}")
         if m.get("source_files_sha256"):
             lines.append(f"imported     files sha256 {m['source_files_sha256'][:12]}")
-    lines.append(f"path         {info.path}  ({info.size})")
+    lines.append(f"path         {shown_path(info.path)}  ({info.size})")
     table_parts = [f"{name} {_count(stats.rows)}" for name, stats in details.tables.items()]
     lines.append("rows         " + ", ".join(table_parts))
     text = "\n".join(lines) + "\n"
@@ -362,9 +359,9 @@ def format_details(details: RunDetails, width: int | None = None) -> str:
         text += (
             "\nDiagnostics (v1.diagnostics): layers are medians over the prompts; answered / copied:\n"
             "prompts with an L_semantic / L_copy; kl_below_1: first_kl_below_1_0; rank_le_5: first_rank_le_5\n"
-        ) + render_table(_table(details.diagnostics), width)
+        ) + render_table(_table(details.diagnostics), width, types=False)
     if details.last_layer:
-        text += "\nLast layer vs the model head (v1.last_layer_consistency):\n" + render_table(_table(details.last_layer), width)
+        text += "\nLast layer vs the model head (v1.last_layer_consistency):\n" + render_table(_table(details.last_layer), width, types=False)
     if details.raw_lens:
         risks = ", ".join(f"{row['prompts']:,} {row['risk']}" for row in details.raw_lens)
         text += f"\nRaw-lens artifact risk (v1.raw_lens_summary): prompts {risks}\n"
@@ -384,6 +381,14 @@ def _count(value: int | None) -> str:
 
 def _table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows)
+
+
+def shown_path(path: Path) -> str:
+    """Relative to the working directory when inside it (as the user named the warehouse), else absolute."""
+    try:
+        return str(Path(path).relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def human_size(n: int) -> str:

@@ -137,7 +137,7 @@ def test_runs_of_one_model_by_id_or_short_name(warehouse):
         result = run_cli("runs", "--model", name, "--warehouse", warehouse, "--format", "csv")
         assert result.exit_code == 0, result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0].split(",")[:3] == ['"run_id"', '"model"', '"source"']
+        assert lines[0].split(",")[:3] == ['"run_id"', '"model"', '"status"']
         assert sorted(line.split(",")[0].strip('"') for line in lines[1:]) == [wf.RUN_A1, wf.RUN_A2]
     assert runs.list_runs(warehouse, model="no-such-model") == []
 

@@ -17,8 +17,10 @@ def connect(warehouse=None, *, read_only=False):
     return _connect(warehouse, read_only=read_only)
 
 
-def query(sql, warehouse=None, *, format="arrow"):
-    """Run `sql` against the warehouse views; an Arrow table (or polars frame with format="polars")."""
+def query(sql, warehouse=None, *, format="arrow", latest=False):
+    """Run `sql` against the warehouse views: an Arrow table, or a DataFrame with format="polars"
+    or format="pandas" (pandas must be installed). latest=True: every view shows only the latest
+    committed run of each model and prompt set (v1.latest_runs)."""
     from lensdb.catalog import query as _query
 
-    return _query(sql, warehouse, format=format)
+    return _query(sql, warehouse, format=format, latest=latest)

@@ -17,15 +17,39 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lensdb.errors import QueryError, WarehouseError
+from lensdb.errors import MissingDependency, QueryError, WarehouseError
 from lensdb.resources import named_queries_dir, sql_dir
 from lensdb.warehouse import layout
 from lensdb.warehouse.schema import TABLES, with_metadata
 
 VIEW_VERSIONS = ("v1",)
 META_SCHEMA = "lensdb_meta"
-_HEADER_FIELD = re.compile(r"^--\s*(view|version|what|inputs):\s*(.*)$")
+FORMATS = ("arrow", "polars", "pandas")
+LATEST_ONLY_VARIABLE = "lensdb_latest_only"  # SET VARIABLE ... = true: every view keeps only v1.latest_runs' runs
+_HEADER_FIELD = re.compile(r"^(--\s*(view|version|what|inputs):\s*)(.*)$")
 _DEFINED = re.compile(r"CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([\w.]+)", re.IGNORECASE)
+_CREATE = re.compile(r"^CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([\w.]+)\s*(\([^)]*\))?(.*)$", re.IGNORECASE)
+_COLUMNS_START = re.compile(r"^--\s*columns:\s*(\S*)\s*$")
+_COLUMN_LINE = re.compile(r"^--(\s+)(\w+)\s{2,}(\S.*)$")
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One CREATE statement of a SQL file, with the `-- columns:` block just above it."""
+
+    name: str
+    kind: str  # "view", "table macro" or "macro" (a scalar helper)
+    parameters: str  # "(threshold := 0.95, ...)" for macros, "" for views
+    columns: dict[str, str]  # column -> one-line meaning
+    columns_as: str | None  # `-- columns: v1.other`: the same columns as another definition
+
+    @property
+    def public(self) -> bool:
+        return self.name.startswith("v1.")
+
+    @property
+    def signature(self) -> str:
+        return self.name + self.parameters
 
 
 @dataclass(frozen=True)
@@ -34,7 +58,12 @@ class SqlFile:
     text: str
     version: str
     what: str
-    defines: tuple[str, ...]
+    definitions: tuple[Definition, ...]
+    what_lines: tuple[str, ...] = ()  # the header's `what:` as written (line breaks, indentation)
+
+    @property
+    def defines(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.definitions)
 
     @property
     def sha256(self) -> str:
@@ -45,14 +74,15 @@ def sql_files(version: str = "v1") -> list[SqlFile]:
     files = []
     for path in sorted((sql_dir() / version).glob("*.sql")):
         text = path.read_text(encoding="utf-8")
-        header = _header(text)
+        header = _header_lines(text)
         files.append(
             SqlFile(
                 path=path,
                 text=text,
-                version=header.get("version", "?"),
-                what=header.get("what", ""),
-                defines=tuple(name for _kind, name in _DEFINED.findall(text)),
+                version=" ".join(header.get("version", ["?"])),
+                what=" ".join(line.strip() for line in header.get("what", [])),
+                definitions=tuple(_definitions(text)),
+                what_lines=tuple(header.get("what", [])),
             )
         )
     return files
@@ -60,18 +90,61 @@ def sql_files(version: str = "v1") -> list[SqlFile]:
 
 def _header(text: str) -> dict[str, str]:
     """The `-- key: value` lines at the top of a SQL file (continuation lines appended)."""
-    fields: dict[str, str] = {}
-    last = None
+    return {key: " ".join(line.strip() for line in lines) for key, lines in _header_lines(text).items()}
+
+
+def _header_lines(text: str) -> dict[str, list[str]]:
+    """The `-- key: value` lines at the top of a SQL file, each value's lines as written
+    (continuation lines keep their indentation relative to the value's first line)."""
+    fields: dict[str, list[str]] = {}
+    last, indent = None, 0
     for line in text.splitlines():
         if not line.startswith("--"):
             break
         match = _HEADER_FIELD.match(line)
         if match:
-            last = match.group(1)
-            fields[last] = match.group(2).strip()
+            last, indent = match.group(2), len(match.group(1))
+            fields[last] = [match.group(3).rstrip()]
         elif last:
-            fields[last] += " " + line.lstrip("- ").strip()
+            lead = line[2:indent]
+            fields[last].append(line[indent:].rstrip() if not lead.strip() else line[2:].strip())
     return fields
+
+
+def _definitions(text: str) -> list[Definition]:
+    definitions = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        match = _CREATE.match(line)
+        if not match:
+            continue
+        kind = "view" if match.group(1).upper() == "VIEW" else ("table macro" if re.search(r"\bAS\s+TABLE\b", match.group(4), re.IGNORECASE) else "macro")
+        comment = []
+        for above in reversed(lines[:number]):
+            if not above.startswith("--"):
+                break
+            comment.insert(0, above)
+        columns, columns_as = _column_docs(comment)
+        definitions.append(Definition(match.group(2), kind, match.group(3) or "", columns, columns_as))
+    return definitions
+
+
+def _column_docs(comment: list[str]) -> tuple[dict[str, str], str | None]:
+    """`-- columns:` then `--   name   meaning` lines (deeper-indented lines continue a meaning)."""
+    start = next((i for i, line in enumerate(comment) if _COLUMNS_START.match(line)), None)
+    if start is None:
+        return {}, None
+    same_as = _COLUMNS_START.match(comment[start]).group(1) or None
+    columns: dict[str, str] = {}
+    indent, last = None, None
+    for line in comment[start + 1 :]:
+        match = _COLUMN_LINE.match(line)
+        if match and (indent is None or len(match.group(1)) == indent):
+            indent, last = len(match.group(1)), match.group(2)
+            columns[last] = match.group(3).strip()
+        elif last and line[2:].strip():
+            columns[last] += " " + line[2:].strip()
+    return columns, same_as
 
 
 def render(text: str, warehouse: Path) -> str:
@@ -174,13 +247,21 @@ def _existing_warehouse(warehouse) -> Path:
     return path
 
 
-def query(sql: str, warehouse=None, *, format: str = "arrow"):
-    """Run SQL against the views; an Arrow table, or a polars DataFrame with format="polars"."""
+def query(sql: str, warehouse=None, *, format: str = "arrow", latest: bool = False):
+    """Run SQL against the views: an Arrow table, a polars DataFrame (format="polars") or a
+    pandas DataFrame (format="pandas", needs pandas). latest=True: every view shows only the
+    latest committed run of each model and prompt set (the runs of v1.latest_runs)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(repr(f) for f in FORMATS)}, got {format!r}")
+    if format == "pandas":
+        _require("pandas", "format='pandas'")
     path = _existing_warehouse(warehouse)
     if committed_run_count(path) == 0:
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
     con = connect(path, read_only=True)
     try:
+        if latest:
+            latest_only(con)
         table = run_sql(con, sql, path)
     finally:
         con.close()
@@ -188,7 +269,23 @@ def query(sql: str, warehouse=None, *, format: str = "arrow"):
         import polars as pl
 
         return pl.from_arrow(table)
+    if format == "pandas":
+        return table.to_pandas()
     return table
+
+
+def latest_only(con) -> None:
+    """From now on, every view of `con` shows only the latest committed run of each model and prompt set."""
+    con.execute(f"SET VARIABLE {LATEST_ONLY_VARIABLE} = true")
+
+
+def _require(module: str, what: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(f"{what} needs {module}, which is not installed: pip install {module}") from None
 
 
 def run_sql(con, sql: str, warehouse: Path) -> pa.Table:
@@ -246,3 +343,57 @@ def named_query(name: str) -> NamedQuery:
     if name not in queries:
         raise QueryError(f"unknown named query {name!r}; known: {', '.join(queries)}")
     return queries[name]
+
+
+# ---------------------------------------------------------------- describing the views
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Description:
+    definition: Definition
+    sql_file: SqlFile
+    columns: tuple[Column, ...]
+
+
+def definitions(version: str = "v1") -> dict[str, tuple[Definition, SqlFile]]:
+    return {d.name: (d, f) for f in sql_files(version) for d in f.definitions}
+
+
+def describe(name: str, version: str = "v1") -> Description:
+    """A public view's (or table macro's) columns: DuckDB's types and the SQL file's one-line meanings.
+
+    Needs no warehouse: the views are installed over an empty one (the columns come from the
+    schema files, not from the data).
+    """
+    import tempfile
+
+    import duckdb
+
+    known = definitions(version)
+    full = name if "." in name else f"{version}.{name}"
+    if full not in known or not known[full][0].public:
+        public = ", ".join(n for n, (d, _f) in known.items() if d.public and d.kind != "macro")
+        raise QueryError(f"no view {name!r} (views: {public})")
+    definition, sql_file = known[full]
+    if definition.kind == "macro":
+        raise QueryError(f"{full} is a scalar macro, not a view: {definition.signature}")
+    docs = definition.columns
+    if definition.columns_as:
+        docs = known[definition.columns_as][0].columns
+    with tempfile.TemporaryDirectory(prefix="lensdb-describe-") as empty:
+        con = duckdb.connect()
+        try:
+            install(Path(empty), con)
+            source = f"{full}()" if definition.kind == "table macro" else full
+            rows = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        finally:
+            con.close()
+    columns = tuple(Column(row[0], row[1], docs.get(row[0], "")) for row in rows)
+    return Description(definition, sql_file, columns)

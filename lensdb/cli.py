@@ -6,6 +6,8 @@ so `lensdb --help` and `lensdb query` start quickly.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -40,6 +42,7 @@ def main():
     \b
     lensdb extract MODEL         run a prompt set through a model, commit one run
     lensdb query "SQL"           query every run with the versioned v1 views
+    lensdb runs                  list the runs;  lensdb show RUN;  lensdb rm RUN
     lensdb export --out DIR      write the original experiment's JSON/CSV files
     lensdb import-legacy DIR     bring legacy output folders into the warehouse
     """
@@ -67,19 +70,22 @@ def _lens_specs(ctx, param, value: str):
 @click.option("--run-id", help="Id of the new run [default: UTC time and a random suffix].")
 @click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")
 @click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, quiet):
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...).")
+@click.option("--quiet", is_flag=True, help="No progress bar; print only the run id.")
+def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
     layer x position record (top-k tokens, entropy, gold-token probability and rank,
     KL to the final distribution, ...) is written as Parquet; the run becomes visible
-    only once it is completely written.
+    only once it is completely written. The summary goes to stdout (--json: as JSON;
+    --quiet: the run id alone); progress and logs go to stderr.
 
     \b
     Example:
       lensdb extract ../shared/fixtures/models/stories260K --prompts stories
       lensdb extract meta-llama/Meta-Llama-3-8B --prompts capitals --lens norm,raw
+      RUN=$(lensdb extract ../shared/fixtures/models/stories260K --quiet)
     """
     from lensdb.extract.engine import extract as run_extract
 
@@ -101,11 +107,22 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
         seed=seed,
         progress=not quiet,
     )
-    if not quiet:
-        click.echo(_extract_summary(summary), err=True)
+    if as_json:
+        click.echo(json.dumps(_summary_dict(summary)))
+    elif quiet:
+        click.echo(summary.run_id)
+    else:
+        click.echo(_extract_summary(summary))
+
+
+def _summary_dict(summary) -> dict:
+    fields = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary) if f.name != "timings"}
+    return fields | {"path": str(summary.path), "lenses": list(summary.lenses)}
 
 
 def _extract_summary(summary) -> str:
+    from lensdb.runs import shown_path
+
     check = "FLAGGED (see v1.last_layer_consistency)" if summary.last_layer_flagged else "ok"
     lines = [
         f"run        {summary.run_id}",
@@ -114,7 +131,7 @@ def _extract_summary(summary) -> str:
         f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
-        f"written    {summary.path}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
+        f"written    {shown_path(summary.path)}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
     ]
     return "\n".join(lines)
 
@@ -123,30 +140,42 @@ def _extract_summary(summary) -> str:
 @click.argument("sql", required=False)
 @click.option("--file", "sql_file", type=click.Path(dir_okay=False), help="Read the SQL from a file.")
 @click.option("--name", help="Run a named query shipped with lensdb (see --list).")
+@click.option("--latest", is_flag=True, help="Every view shows only the latest committed run of each model and prompt set.")
 @click.option("--list", "list_only", is_flag=True, help="List the named queries and the v1 views, then exit.")
+@click.option("--all", "list_all", is_flag=True, help="With --list: also the helper macros.")
+@click.option("--describe", metavar="VIEW", help="List a view's columns, their types and meanings, then exit.")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="json is an array of row objects; parquet needs --out.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the result to this file instead of stdout.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def query(sql, sql_file, name, list_only, output_format, out, warehouse):
+def query(sql, sql_file, name, latest, list_only, list_all, describe, output_format, out, warehouse):
     """Run SQL against every committed run, with the versioned v1 views.
 
     \b
-    Views: v1.runs, v1.prompts, v1.records, v1.pure_next_token, v1.diagnostics,
-    v1.control_summary, v1.ablation_summary, v1.raw_lens_check, v1.raw_lens_summary,
-    v1.last_layer_consistency, v1.final_predictions, v1.residuals; macros
-    v1.diagnostics_with(threshold, margin, k) and v1.pure_next_token_with(...).
+    Views: v1.runs, v1.latest_runs, v1.prompts, v1.records, v1.pure_next_token,
+    v1.diagnostics, v1.control_summary, v1.ablation_summary, v1.raw_lens_check,
+    v1.raw_lens_summary, v1.last_layer_consistency, v1.final_predictions, v1.residuals,
+    v1.vocab; macros v1.diagnostics_with(threshold, margin, k) and
+    v1.pure_next_token_with(...). `--describe VIEW` lists a view's columns.
 
     \b
     Examples:
       lensdb query "SELECT model, L_semantic FROM v1.diagnostics WHERE lens = 'norm'"
-      lensdb query --name semantic_collapse --format csv --out collapse.csv
+      lensdb query --latest --name semantic_collapse --format csv --out collapse.csv
       lensdb query "FROM v1.diagnostics_with(threshold := 0.9, k := 2)"
+      lensdb query --describe v1.diagnostics
     """
     from lensdb import catalog
     from lensdb.output import write_result
 
     if list_only:
-        click.echo(_listing(catalog))
+        click.echo(_listing(catalog, list_all))
+        return
+    if describe:
+        description = catalog.describe(describe)
+        if output_format == "table" and not out:
+            click.echo(_description(description))
+        else:
+            write_result(_description_table(description), output_format, out)
         return
     given = [x for x in (sql, sql_file, name) if x]
     if len(given) != 1:
@@ -160,24 +189,61 @@ def query(sql, sql_file, name, list_only, output_format, out, warehouse):
         sql = catalog.named_query(name).sql
     if output_format == "parquet" and not out:
         raise click.UsageError("--format parquet needs --out FILE")
-    table = catalog.query(sql, warehouse)
+    table = catalog.query(sql, warehouse, latest=latest)
     write_result(table, output_format, out)
 
 
-def _listing(catalog) -> str:
+def _listing(catalog, show_all: bool) -> str:
     lines = ["Named queries (lensdb query --name NAME):"]
+    width = max(len(name) for name in catalog.named_queries())
     for named in catalog.named_queries().values():
-        lines.append(f"  {named.name:<22} {named.description}")
-    lines.append("")
-    lines.append("Views and macros, by SQL file:")
+        lines += textwrap.wrap(named.description, 96, initial_indent=f"  {named.name:<{width}}  ", subsequent_indent=" " * (width + 4))
+    lines += ["", "Views and table macros, by SQL file (lensdb query --describe VIEW lists the columns):"]
+    helpers = []
     for sql_file in catalog.sql_files():
-        public = [name for name in sql_file.defines if name.startswith("v1.")]
+        public = [d for d in sql_file.definitions if d.public and d.kind != "macro"]
+        helpers += [d for d in sql_file.definitions if d.public and d.kind == "macro"]
         if not public:
             continue
-        lines.append(f"  {sql_file.path.name} (version {sql_file.version})")
-        lines.extend(textwrap.wrap(", ".join(public), 96, initial_indent="      ", subsequent_indent="      "))
-        lines.extend(textwrap.wrap(sql_file.what, 96, initial_indent="      ", subsequent_indent="      "))
+        lines += ["", f"  {sql_file.path.name} (version {sql_file.version})"]
+        lines += textwrap.wrap(", ".join(d.signature for d in public), 96, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
+        lines += [f"    {line}".rstrip() for line in sql_file.what_lines]
+    if show_all:
+        lines += ["", "Helper macros (scalar, usable in any query):"]
+        lines += [f"  {d.signature}" for d in helpers]
+    else:
+        lines += ["", f"({len(helpers)} helper macros not shown: --list --all)"]
     return "\n".join(lines)
+
+
+def _description(description) -> str:
+    from lensdb.output import terminal_width
+
+    definition, sql_file = description.definition, description.sql_file
+    kind = "table macro " + definition.signature if definition.kind == "table macro" else "view"
+    lines = [f"{definition.name}: {kind}, sql/{sql_file.path.parent.name}/{sql_file.path.name} version {sql_file.version}"]
+    name_width = max(len("column"), *(len(c.name) for c in description.columns))
+    type_width = max(len("type"), *(len(c.type) for c in description.columns))
+    indent = name_width + type_width + 4
+    lines.append(f"{'column':<{name_width}}  {'type':<{type_width}}  meaning")
+    meaning_width = max(30, terminal_width() - indent)
+    for column in description.columns:
+        wrapped = textwrap.wrap(column.meaning, meaning_width) or [""]
+        lines.append(f"{column.name:<{name_width}}  {column.type:<{type_width}}  {wrapped[0]}".rstrip())
+        lines += [" " * indent + more for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _description_table(description):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "column": [c.name for c in description.columns],
+            "type": [c.type for c in description.columns],
+            "meaning": [c.meaning for c in description.columns],
+        }
+    )
 
 
 @main.command()
@@ -187,7 +253,8 @@ def _listing(catalog) -> str:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the files into.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--without-variant", is_flag=True, help="CSVs without the prompt_variant column (the seed documents' schema).")
-def export(run_id, model, lens, out, warehouse, without_variant):
+@click.option("--latest", is_flag=True, help="The latest committed run of each model (of --model's model): the default without --run.")
+def export(run_id, model, lens, out, warehouse, without_variant, latest):
     """Write the original experiment's files of committed runs.
 
     Per run: output-<model>.json, output-<model>-records.csv and
@@ -202,6 +269,8 @@ def export(run_id, model, lens, out, warehouse, without_variant):
 
     if run_id and model:
         raise click.UsageError("give --run or --model, not both")
+    if run_id and latest:
+        raise click.UsageError("give --run or --latest, not both")
     for path in run_export(out, warehouse=warehouse, run_id=run_id, model=model, lens=lens, with_variant=not without_variant):
         click.echo(str(path))
 
@@ -209,17 +278,76 @@ def export(run_id, model, lens, out, warehouse, without_variant):
 @main.command("import-legacy")
 @click.argument("folder", type=click.Path())
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def import_legacy(folder, warehouse):
+@click.option("--force", is_flag=True, help="Import files again even if the same files were imported before.")
+def import_legacy(folder, warehouse, force):
     """Import a legacy output folder: one committed run per model.
 
     FOLDER holds output-<model>.json, output-<model>-records.csv and
     output-<model>-pure-next-token.csv for one or more models. Every file is checked
-    before anything is written; on any error nothing is imported.
+    before anything is written; on any error nothing is imported. A model whose files
+    (by content) were imported before is not imported again unless --force.
     """
     from lensdb.legacy.importer import import_legacy as run_import
 
-    for imported in run_import(folder, warehouse):
-        click.echo(f"{imported.model}  run {imported.run_id}  ({imported.rows.get('records', 0):,} records)")
+    for imported in run_import(folder, warehouse, force=force):
+        if imported.already_imported:
+            click.echo(f"{imported.model}  already imported as run {imported.run_id}  (--force imports it again)")
+        else:
+            click.echo(f"{imported.model}  run {imported.run_id}  ({imported.rows.get('records', 0):,} records)")
+
+
+@main.command("runs")
+@click.option("--model", help="Only this model's runs (hub id, or the part after its last '/').")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="csv and json add bytes_on_disk and path.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def runs_command(model, output_format, warehouse):
+    """List the runs of the warehouse, damaged ones included.
+
+    Reads the run folders and their manifests directly, so a run whose files cannot be
+    read is listed with status damaged (and why) and never hides the others.
+    """
+    from lensdb import runs
+    from lensdb.output import write_result
+
+    listed = runs.list_runs(warehouse, model=model)
+    write_result(runs.runs_table(listed, for_humans=output_format == "table"), output_format, None, types=False)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def show(run_id, output_format, warehouse):
+    """Show one run: manifest, settings, versions, tables, and its diagnostics summarised."""
+    from lensdb import runs
+
+    details = runs.show_run(warehouse, run_id)
+    if output_format == "json":
+        click.echo(json.dumps(runs.details_as_dict(details), default=str, ensure_ascii=False))
+    else:
+        click.echo(runs.format_details(details), nl=False)
+
+
+@main.command()
+@click.argument("run_ids", metavar="RUN...", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def rm(run_ids, yes, warehouse):
+    """Remove runs: each leaves every view at once, then its files are deleted.
+
+    Every RUN is checked first: with an unknown run id nothing is removed.
+    """
+    from lensdb import runs
+
+    found = runs.find_runs(warehouse, list(run_ids))
+    if not yes:
+        for run in found:
+            click.echo(f"  {run.run_id}  {run.model}  {run.status}  {run.size}", err=True)
+        if not click.confirm(f"Remove {len(found)} run{'s' if len(found) != 1 else ''}?", default=False, err=True):
+            click.echo("lensdb: nothing removed", err=True)
+            sys.exit(1)
+    for run in runs.remove_runs(warehouse, [run.run_id for run in found]):
+        click.echo(f"removed {run.run_id}  ({run.model}, {run.size})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,3 +25,7 @@ class QueryError(LensdbError):
 
 class LegacyFormatError(LensdbError):
     """A legacy file does not follow the legacy format."""
+
+
+class MissingDependency(LensdbError, ImportError):
+    """An optional package that a feature needs is not installed."""

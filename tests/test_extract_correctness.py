@@ -208,3 +208,34 @@ def test_keep_residuals_stores_the_models_residual_stream(tiny_llama, tiny_promp
         for (layer, pos), vector in mine.items():
             assert np.allclose(vector, ref[layer][pos].numpy(), atol=1e-5)
 
+
+
+def test_vocab_table_is_the_tokenizers_vocabulary(extracted):
+    """v1.vocab: every id's piece as the tokenizer lists it and its decoded text; joined on
+    records' ids it gives back their token strings."""
+    import lensdb
+    from transformers import AutoTokenizer
+
+    _model_dir, summary = extracted
+    manifest = read_table(summary.path, "manifest")[0]
+    tokenizer = AutoTokenizer.from_pretrained(manifest["model_path"])
+    warehouse = summary.path.parent.parent.parent
+    vocab = lensdb.query(f"SELECT * FROM v1.vocab WHERE run_id = '{summary.run_id}' ORDER BY token_id", warehouse=warehouse).to_pylist()
+    assert [row["token_id"] for row in vocab] == list(range(manifest["d_vocab"]))
+    for row in vocab:
+        i = row["token_id"]
+        assert row["piece"] == (tokenizer.convert_ids_to_tokens(i) if i < len(tokenizer) else None)
+        assert row["text"] == (tokenizer.decode([i]) if i < len(tokenizer) else "")
+    joined = lensdb.query(
+        f"""SELECT count(*) AS pairs, count(*) FILTER (WHERE token IS DISTINCT FROM text) AS mismatches
+            FROM (SELECT r.topk_tokens[j] AS token, v.text
+                  FROM v1.records r, range(1, len(r.topk_ids) + 1) t(j)
+                  JOIN v1.vocab v ON v.run_id = r.run_id AND v.token_id = r.topk_ids[j]
+                  WHERE r.run_id = '{summary.run_id}')""",
+        warehouse=warehouse,
+    ).to_pylist()[0]
+    listed = sum(len(r["topk_ids"]) for r in read_table(summary.path, "records"))
+    assert joined == {"pairs": listed, "mismatches": 0}
+    if manifest["model"] == "stories260K":  # SentencePiece: the bare word-start piece decodes to ""
+        blank = [row for row in vocab if row["text"] == "" and row["piece"] == "\u2581"]
+        assert len(blank) == 1

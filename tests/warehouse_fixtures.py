@@ -73,6 +73,11 @@ Edge cases, where the golden files (tests/golden/<view>.json) show them, and why
 16. Other -- b-run1 has top-3 lists: p_top5 is their plain sum (0.982 at base layer 0);
     top-5 lists sum ((p1 + p5) + p2 + p3) + p4 in float32. v1.residuals: b-run1's 18
     vectors of 2 floats.
+17. Latest runs -- v1.latest_runs: a-run2 (org/model-a's later run of prompt set 'fixture'),
+    b-run1 and legacy-run1; v1.runs marks them is_latest.
+18. Vocabulary -- v1.vocab: the 32 ids of each extract run (a-run1, a-run2, b-run1; none for
+    legacy-run1): piece '▁Berlin' for text ' Berlin', '<0x0A>' for '\\n', a bare '▁' (id 28)
+    for '', no piece for ids 29..31.
 """
 
 from __future__ import annotations
@@ -121,6 +126,10 @@ VOCAB = [
     " s",  # 27
 ]
 D_VOCAB = 32  # ids 28..31 decode to "" (never listed)
+# The tokenizer's own pieces (v1.vocab), SentencePiece style: a word-start "▁" that decoding
+# turns into a space, byte pieces; id 28 is a bare "▁" (decodes to ""), 29..31 are beyond
+# the tokenizer (embedding rows only: no piece).
+PIECES = [("<0x0A>" if text == "\n" else text.replace(" ", "▁")) for text in VOCAB] + ["▁", None, None, None]
 FILLERS = (19, 20, 21, 22, 23, 25, 26, 27)  # ids used to pad a top-k list
 FILLER_PROBS = (0.002, 0.001, 0.0005, 0.00025, 0.000125, 0.0000625, 0.00003125, 0.000015625)
 
@@ -427,9 +436,17 @@ def manifest_table(run: Run) -> pa.Table:
     return pa.Table.from_pylist([row], schema=schema.MANIFEST)
 
 
+def _vocab() -> pa.Table:
+    return pa.Table.from_pydict(
+        {"token_id": list(range(D_VOCAB)), "piece": PIECES, "text": VOCAB + [""] * (D_VOCAB - len(VOCAB))}, schema=schema.VOCAB
+    )
+
+
 def _stage(writer: RunWriter, run: Run) -> None:
     """Append every table of `run` as extract (or import-legacy) writes them."""
     writer.write("prompts", _prompts(run), schema.PROMPTS)
+    if run.source == "extract":
+        writer.write("vocab", _vocab(), schema.VOCAB)
     append_records(writer, _records(run))
     writer.append("finals", _finals(run), schema.FINALS)
     consistency = _consistency(run)

@@ -29,7 +29,7 @@ from lensdb.extract.pipeline import (
     RunContext,
     run_batches,
 )
-from lensdb.extract.records import prompts_table
+from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
 from lensdb.lenses import DEFAULT_LENSES, parse_lens_specs, reference_lens
 from lensdb.prompts import load_prompt_set
@@ -121,6 +121,7 @@ def extract(
         prepared = prepare_prompts(loaded, prompt_set)
         vocab = vocabulary_strings(loaded.tokenizer, loaded.d_vocab)
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
+        writer.write("vocab", vocab_table(loaded.tokenizer, loaded.d_vocab, vocab), schema.VOCAB)
         batch_size = batch_size or default_batch_size(loaded.device.type)
         if chunk_bytes is None:
             chunk_bytes = CHUNK_BYTES["cpu" if loaded.device.type == "cpu" else "gpu"]

@@ -175,6 +175,20 @@ def prompts_table(prepared, vocab: pa.Array) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema.PROMPTS)
 
 
+def vocab_table(tokenizer, d_vocab: int, decoded: pa.Array) -> pa.Table:
+    """One row per vocabulary id: the tokenizer's own piece and the decoded text (`decoded`, as records hold it).
+
+    Ids the model has beyond the tokenizer's vocabulary (padded embedding rows) have no piece.
+    """
+    known = min(d_vocab, len(tokenizer))
+    pieces = [None if piece is None else str(piece) for piece in tokenizer.convert_ids_to_tokens(list(range(known)))]
+    pieces.extend([None] * (d_vocab - known))
+    return pa.Table.from_pydict(
+        {"token_id": pa.array(np.arange(d_vocab, dtype=np.int32)), "piece": pa.array(pieces, pa.string()), "text": decoded},
+        schema=schema.VOCAB,
+    )
+
+
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 

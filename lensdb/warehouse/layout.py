@@ -3,6 +3,7 @@
     <warehouse>/
       runs/model=<model key>/run=<run id>/<table>/part-NNNNN.parquet   committed runs
       _staging/<token>/<table>/...                                      runs being written
+      _trash/<token>/<table>/...                                        runs being removed
       _schema/model=_/run=_/<table>/part-00000.parquet                  empty files giving the
                                                                         views their columns
       lensdb.duckdb                                                     the DuckDB catalog (views)
@@ -18,7 +19,7 @@ import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from lensdb.errors import WarehouseError
 
@@ -27,6 +28,7 @@ WAREHOUSE_ENV = "LENSDB_WAREHOUSE"
 CATALOG_FILE = "lensdb.duckdb"
 RUNS_DIR = "runs"
 STAGING_DIR = "_staging"
+TRASH_DIR = "_trash"  # `lensdb rm` renames a run here (out of every view) before deleting it
 SCHEMA_DIR = "_schema"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -61,3 +63,17 @@ def run_dir(warehouse: Path, model: str, run_id: str) -> Path:
 def find_run_dirs(warehouse: Path, run_id: str) -> list[Path]:
     return sorted((warehouse / RUNS_DIR).glob(f"model=*/run={run_id}"))
 
+
+
+def run_folders(warehouse: Path) -> list[Path]:
+    """Every runs/model=*/run=* folder (committed or not: its manifest decides), sorted."""
+    return sorted(path for path in (warehouse / RUNS_DIR).glob("model=*/run=*") if path.is_dir())
+
+
+def model_of_folder(run_folder: Path) -> str:
+    """The model id of a runs/model=<key>/run=<id> folder (the key decoded)."""
+    return unquote(run_folder.parent.name.removeprefix("model="))
+
+
+def run_id_of_folder(run_folder: Path) -> str:
+    return run_folder.name.removeprefix("run=")

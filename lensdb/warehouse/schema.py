@@ -14,6 +14,7 @@ Tables (one row per ...):
   consistency             prompt x lens: last-layer lens vs model head, the parts SQL cannot derive
   legacy_raw_lens_samples imported runs only: the legacy raw-vs-norm samples (raw records absent)
   residuals               prompt x layer x position (only with --keep-residuals)
+  vocab                   vocabulary id: the tokenizer's piece and the decoded text (extract runs)
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ MANIFEST = pa.schema(
         ("lens_details", _str),
         ("reference_lens", _str),
         ("unembed_precision", _str),  # "float32", or e.g. "float16 x2 split, float32 accumulation"
+        ("source_files_sha256", _str),  # imported runs: sha256 of the legacy files' bytes (import-legacy skips a repeat)
     ]
 )
 
@@ -178,6 +180,17 @@ LEGACY_RAW_LENS_SAMPLES = pa.schema(
 )
 
 
+# Records keep decoded strings (what the legacy files show); the raw pieces keep what decoding
+# loses, e.g. SentencePiece's word-start marker ("▁Lily" decodes to "Lily", "▁" to "").
+VOCAB = pa.schema(
+    [
+        ("token_id", _i32),
+        ("piece", _str),  # tokenizer.convert_ids_to_tokens(id); null for ids beyond the tokenizer
+        ("text", _str),  # the id decoded on its own, as records' token / topk_tokens hold it
+    ]
+)
+
+
 def residuals_schema(value_type: pa.DataType, d_model: int) -> pa.Schema:
     return pa.schema(
         [
@@ -198,6 +211,7 @@ TABLES: dict[str, pa.Schema] = {
     "consistency": CONSISTENCY,
     "legacy_raw_lens_samples": LEGACY_RAW_LENS_SAMPLES,
     "residuals": residuals_schema(_f32, 1),
+    "vocab": VOCAB,
 }
 
 

@@ -51,7 +51,7 @@ class RunWriter:
     def open(self) -> None:
         try:
             (self.warehouse / layout.STAGING_DIR).mkdir(parents=True, exist_ok=True)
-            _remove_stale_staging(self.warehouse / layout.STAGING_DIR)
+            remove_stale_folders(self.warehouse / layout.STAGING_DIR)
             self.staging.mkdir()
             probe = self.staging / ".write-test"
             probe.write_bytes(b"")
@@ -126,8 +126,8 @@ class RunWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _remove_stale_staging(staging_root: Path) -> None:
-    """Delete staging folders of processes on this host that no longer exist."""
+def remove_stale_folders(staging_root: Path) -> None:
+    """Delete `<name>@<pid>@<host>` folders (staging, trash) of processes on this host that no longer exist."""
     host = socket.gethostname()
     for folder in staging_root.iterdir():
         parts = folder.name.split("@")

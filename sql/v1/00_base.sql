@@ -9,12 +9,23 @@
 --          one corrupt file would break queries about other runs too.
 CREATE SCHEMA IF NOT EXISTS v1_base;
 
+-- is_latest: the run is the latest committed run of its model and prompt set (created_at,
+-- then finished_at, then run_id decide). `SET VARIABLE lensdb_latest_only = true` keeps
+-- only those runs, in this view and so in every view built on it (`--latest`).
 CREATE OR REPLACE VIEW v1_base.manifest AS
-SELECT * EXCLUDE (run)
-FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/manifest/*.parquet',
-                  hive_partitioning = true, union_by_name = true,
-                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
-WHERE status = 'committed' AND run_id = run;
+WITH committed AS (
+    SELECT * EXCLUDE (run)
+    FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/manifest/*.parquet',
+                      hive_partitioning = true, union_by_name = true,
+                      hive_types = {'model': VARCHAR, 'run': VARCHAR})
+    WHERE status = 'committed' AND run_id = run
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY model, prompt_set
+                                 ORDER BY created_at DESC, finished_at DESC, run_id DESC) = 1 AS is_latest
+    FROM committed
+)
+SELECT * FROM ranked
+WHERE is_latest OR NOT coalesce(getvariable('lensdb_latest_only'), false);
 
 -- The tables below keep the rows of committed runs with list_contains on the manifests' run
 -- ids rather than `run IN (SELECT ...)`: for that semi join DuckDB builds its hash table on
@@ -57,6 +68,13 @@ WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
 CREATE OR REPLACE VIEW v1_base.legacy_raw_lens_samples AS
 SELECT run AS run_id, * EXCLUDE (run)
 FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/legacy_raw_lens_samples/*.parquet',
+                  hive_partitioning = true,
+                  hive_types = {'model': VARCHAR, 'run': VARCHAR})
+WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);
+
+CREATE OR REPLACE VIEW v1_base.vocab AS
+SELECT run AS run_id, * EXCLUDE (run)
+FROM read_parquet('{{WAREHOUSE}}/*/model=*/run=*/vocab/*.parquet',
                   hive_partitioning = true,
                   hive_types = {'model': VARCHAR, 'run': VARCHAR})
 WHERE list_contains((SELECT list(run_id) FROM v1_base.manifest), run);

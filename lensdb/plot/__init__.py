@@ -63,9 +63,8 @@ def curves(runs=(), *, models=(), prompts=(), metric: str = "kl_to_final_bits", 
     from lensdb.plot import data
 
     with data.Warehouse(warehouse) as db:
-        chosen = db.select_runs(runs, models, prompts[0] if prompts else None)
-        lines = data.curves(db, chosen, metric_name=metric, lens=lens, variant=variant, prompts=prompts, depth=depth,
-                            skip_runs_without_lens=not runs and not models)
+        chosen = db.select_runs(runs, models, prompts[0] if prompts else None, lens)
+        lines = data.curves(db, chosen, metric_name=metric, lens=lens, variant=variant, prompts=prompts, depth=depth)
     return _module(backend).curves_figure(lines)
 
 

@@ -127,6 +127,7 @@ class Warehouse:
             raise WarehouseError(f"warehouse {self.path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
         self.con = catalog.connect(self.path, read_only=True)
         self._has_vocab: bool | None = None
+        self._lenses: dict[str, list[str]] = {}
 
     def __enter__(self) -> "Warehouse":
         return self
@@ -178,19 +179,22 @@ class Warehouse:
             raise LensdbError(f"model {model!r} matches several models ({', '.join(models)}): give the full id")
         return RunInfo.from_row(found[0])
 
-    def latest_runs(self, prompt: str | None = None) -> list[RunInfo]:
-        """The latest committed run of every model (that has `prompt`, when given)."""
+    def latest_runs(self, prompt: str | None = None, lens: str | None = None) -> list[RunInfo]:
+        """The latest committed run of every model, among runs that have `prompt` and `lens` when given."""
         found = self.rows(
             """
             SELECT r.* FROM v1.runs r
-            WHERE $prompt IS NULL OR EXISTS (SELECT 1 FROM v1.prompts p WHERE p.run_id = r.run_id AND p.prompt_id = $prompt)
+            WHERE ($prompt IS NULL OR EXISTS (SELECT 1 FROM v1.prompts p WHERE p.run_id = r.run_id AND p.prompt_id = $prompt))
+              AND ($lens IS NULL OR list_contains(r.lenses, $lens))
             QUALIFY row_number() OVER (PARTITION BY r.model ORDER BY r.created_at DESC, r.finished_at DESC, r.run_id DESC) = 1
             ORDER BY r.model
             """,
             prompt=prompt,
+            lens=lens,
         )
         if not found:
-            raise WarehouseError(f"no committed run has a prompt {prompt!r}")
+            wanted = " and ".join(part for part in (f"a prompt {prompt!r}" if prompt else "", f"a {lens!r} lens" if lens else "") if part)
+            raise WarehouseError(f"no committed run has {wanted}")
         return [RunInfo.from_row(row) for row in found]
 
     def select_run(self, run_id: str | None, model: str | None, prompt: str | None = None) -> RunInfo:
@@ -198,11 +202,12 @@ class Warehouse:
             raise LensdbError("give --run RUN or --model MODEL (one of them)")
         return self.run(run_id) if run_id else self.latest_run(model, prompt)
 
-    def select_runs(self, run_ids=(), models=(), prompt: str | None = None) -> list[RunInfo]:
-        """Runs by id, then the latest run of each model; without either, every model's latest run."""
+    def select_runs(self, run_ids=(), models=(), prompt: str | None = None, lens: str | None = None) -> list[RunInfo]:
+        """Runs by id, then the latest run of each model (that has `prompt`); without either,
+        every model's latest run (that has `prompt` and `lens`)."""
         chosen = [self.run(run_id) for run_id in run_ids] + [self.latest_run(model, prompt) for model in models]
         if not run_ids and not models:
-            chosen = self.latest_runs(prompt)
+            chosen = self.latest_runs(prompt, lens)
         unique = {run.run_id: run for run in chosen}
         return list(unique.values())
 
@@ -228,8 +233,10 @@ class Warehouse:
 
     def lenses(self, run: RunInfo) -> list[str]:
         """The lenses with records in `run`, in the manifest's order (any other name after)."""
-        present = {row["lens"] for row in self.rows("SELECT DISTINCT lens FROM v1.records WHERE run_id = $run", run=run.run_id)}
-        return [lens for lens in run.lenses if lens in present] + sorted(present - set(run.lenses))
+        if run.run_id not in self._lenses:
+            present = {row["lens"] for row in self.rows("SELECT DISTINCT lens FROM v1.records WHERE run_id = $run", run=run.run_id)}
+            self._lenses[run.run_id] = [lens for lens in run.lenses if lens in present] + sorted(present - set(run.lenses))
+        return self._lenses[run.run_id]
 
     def main_prompt(self, run: RunInfo, lens: str = DEFAULT_LENS) -> str | None:
         """The prompt a run is about: its first 'orig' prompt with role 'pos' (else with a gold,
@@ -368,16 +375,12 @@ WHERE run_id = $run AND lens = $lens AND prompt_variant = $variant
 
 
 def curves(db: Warehouse, runs: list[RunInfo], *, metric_name: str = "kl_to_final_bits", lens: str = DEFAULT_LENS,
-           variant: str = DEFAULT_VARIANT, prompts=(), depth: str = "layer", skip_runs_without_lens: bool = False) -> Curves:
+           variant: str = DEFAULT_VARIANT, prompts=(), depth: str = "layer") -> Curves:
     """One curve per run: the metric at each prompt's last position, per layer (v1.pure_next_token)."""
     chosen = metric(metric_name)
     if depth not in DEPTHS:
         raise LensdbError(f"unknown depth {depth!r}; choose one of {', '.join(DEPTHS)}")
     prompts = tuple(prompts)
-    if skip_runs_without_lens:
-        runs = [run for run in runs if lens in db.lenses(run)]
-        if not runs:
-            raise WarehouseError(f"no selected run has a {lens!r} lens")
     labels = _curve_labels(runs)
     result = []
     for run in runs:

@@ -8,6 +8,7 @@ find it again.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from lensdb.plot import text
@@ -25,6 +26,7 @@ FONT_FAMILY = ["DejaVu Sans"]  # extended with installed fonts that cover more s
 _FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans", "Noto Color Emoji", "Liberation Sans")
 
 
+@functools.lru_cache(maxsize=1)
 def _fonts() -> list[str]:
     from matplotlib import font_manager
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-import string
 import sys
 from datetime import datetime
 
@@ -19,6 +18,7 @@ import pytest
 
 from lensdb.plot import data, interactive, static
 from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.plot_helpers import hand_marks, raw
 from tests.warehouse_fixtures import (
     MODEL_A,
     RUN_A1,
@@ -50,14 +50,6 @@ def fixture_warehouse(tmp_path_factory):
 def db(fixture_warehouse):
     with data.Warehouse(fixture_warehouse) as connection:
         yield connection
-
-
-def raw(warehouse, run_id: str, table: str, sql: str = "*", where: str = "true", order: str = "1") -> list[dict]:
-    """Rows of one run's table, read from its Parquet files without the views."""
-    relation = duckdb.sql(
-        f"SELECT {sql} FROM read_parquet('{warehouse}/runs/*/run={run_id}/{table}/*.parquet') WHERE {where} ORDER BY {order}"
-    )
-    return [dict(zip(relation.columns, row)) for row in relation.fetchall()]
 
 
 def expected_grid(warehouse, run_id, prompt, variant, lens, metric) -> dict[tuple[int, int], float | None]:
@@ -160,30 +152,6 @@ def test_long_tokens_are_truncated_and_dollars_are_not_math(tmp_path):
     assert text.escape("a\tb\x00c\u200b") == "a\\tb\\x00c\\u200b"
     assert text.escape("") == '""' and text.escape("  ") == "␣␣"
     assert text.label("", "▁") == "▁" and text.label(" the", "▁the") == " the"
-
-
-def hand_marks(warehouse, run_id: str, prompt: str, variant: str, lens: str) -> dict[str, int | None]:
-    """L_copy and L_semantic by the rules written out here: copy = p1 > 0.95, p1 - p2 > 0.10,
-    the top-1 id in the prompt's context ids, the top-1 token not blank or punctuation;
-    answer = gold rank 1, or without gold ids the stripped top-1 token equals the gold."""
-    (meta,) = raw(warehouse, run_id, "prompts", "context_ids, gold, gold_first_id",
-                  f"prompt_id = '{prompt}' AND prompt_variant = '{variant}'")
-    rows = raw(warehouse, run_id, "records", "layer, topk_ids, topk_tokens, topk_probs, answer_rank",
-               f"prompt_id = '{prompt}' AND prompt_variant = '{variant}' AND lens = '{lens}' AND is_last_pos", order="layer")
-
-    def copies(row):
-        p = [float(x) for x in row["topk_probs"]]
-        token = row["topk_tokens"][0]
-        return (p[0] > 0.95 and p[0] - (p[1] if len(p) > 1 else 0.0) > 0.10 and row["topk_ids"][0] in meta["context_ids"]
-                and not all(ch.isspace() or ch in string.punctuation for ch in token))
-
-    def answers(row):
-        if meta["gold_first_id"] is not None:
-            return row["answer_rank"] == 1
-        return meta["gold"] is not None and row["topk_tokens"][0].strip() == meta["gold"]
-
-    return {"L_copy": next((r["layer"] for r in rows if copies(r)), None),
-            "L_semantic": next((r["layer"] for r in rows if answers(r)), None)}
 
 
 def test_marks_are_where_the_rules_fire(fixture_warehouse, db):

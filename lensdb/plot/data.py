@@ -128,6 +128,7 @@ class Warehouse:
         self.con = catalog.connect(self.path, read_only=True)
         self._has_vocab: bool | None = None
         self._lenses: dict[str, list[str]] = {}
+        self._main_prompts: dict[tuple[str, str], str | None] = {}
 
     def __enter__(self) -> "Warehouse":
         return self
@@ -241,20 +242,25 @@ class Warehouse:
     def main_prompt(self, run: RunInfo, lens: str = DEFAULT_LENS) -> str | None:
         """The prompt a run is about: its first 'orig' prompt with role 'pos' (else with a gold,
         else any) that has records at more than one position."""
-        found = self.rows(
-            """
-            SELECT p.prompt_id FROM v1.prompts p
-            WHERE p.run_id = $run AND p.prompt_variant = 'orig'
-              AND (SELECT count(DISTINCT pos) FROM v1.records r
-                   WHERE r.run_id = p.run_id AND r.prompt_id = p.prompt_id AND r.prompt_variant = p.prompt_variant
-                     AND r.lens = $lens AND r.layer = 0) > 1
-            ORDER BY (p.role = 'pos') DESC, (p.gold IS NOT NULL) DESC, p.prompt_index
-            LIMIT 1
-            """,
-            run=run.run_id,
-            lens=lens,
-        )
-        return found[0]["prompt_id"] if found else None
+        key = (run.run_id, lens)
+        if key not in self._main_prompts:
+            found = self.rows(
+                """
+                WITH spread AS (
+                    SELECT prompt_id, prompt_variant, count(DISTINCT pos) AS positions FROM v1.records
+                    WHERE run_id = $run AND lens = $lens AND layer = 0 AND prompt_variant = 'orig'
+                    GROUP BY prompt_id, prompt_variant
+                )
+                SELECT p.prompt_id FROM v1.prompts p JOIN spread s USING (prompt_id, prompt_variant)
+                WHERE p.run_id = $run AND s.positions > 1
+                ORDER BY (p.role = 'pos') DESC, (p.gold IS NOT NULL) DESC, p.prompt_index
+                LIMIT 1
+                """,
+                run=run.run_id,
+                lens=lens,
+            )
+            self._main_prompts[key] = found[0]["prompt_id"] if found else None
+        return self._main_prompts[key]
 
     # ------------------------------------------------------------------ vocabulary pieces
     @property

@@ -18,6 +18,7 @@ from lensdb.plot.style import AXIS_CHARS, CELL_CHARS, MARK_COLOURS, MISSING_COLO
 
 CELL_WIDTH_IN = 0.62
 CELL_HEIGHT_IN = 0.27
+MAX_GRID_IN = 150.0  # a very long prompt or deep model gets narrower cells (matplotlib caps images at 2**16 px)
 MARK_STYLE = {
     "L_copy": dict(edgecolor=MARK_COLOURS["L_copy"], linestyle="--"),
     "L_semantic": dict(edgecolor=MARK_COLOURS["L_semantic"], linestyle="-"),
@@ -55,7 +56,7 @@ def _text_colour(rgba) -> str:
 
 
 def _grid_size(grid: Grid) -> tuple[float, float]:
-    return len(grid.positions) * CELL_WIDTH_IN, len(grid.layers) * CELL_HEIGHT_IN
+    return min(MAX_GRID_IN, len(grid.positions) * CELL_WIDTH_IN), min(MAX_GRID_IN, len(grid.layers) * CELL_HEIGHT_IN)
 
 
 def marks_caption(marks: dict[str, int | None]) -> str:

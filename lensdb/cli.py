@@ -45,6 +45,8 @@ def main():
     lensdb runs                  list the runs;  lensdb show RUN;  lensdb rm RUN
     lensdb export --out DIR      write the original experiment's JSON/CSV files
     lensdb import-legacy DIR     bring legacy output folders into the warehouse
+    lensdb plot heatmap|curves|lenses --out F   figures (.png/.svg/.pdf/.html)
+    lensdb report --out report.html             one self-contained HTML page
     """
 
 
@@ -348,6 +350,124 @@ def rm(run_ids, yes, warehouse):
             sys.exit(1)
     for run in runs.remove_runs(warehouse, [run.run_id for run in found]):
         click.echo(f"removed {run.run_id}  ({run.model}, {run.size})")
+
+
+FIGURE_OUT_HELP = "File to write: .png, .svg or .pdf (matplotlib), or .html (plotly, self-contained: plotly.js embedded)."
+
+
+def _metric_option(default: str):
+    from lensdb.plot.metrics import METRICS
+
+    return click.option("--metric", type=click.Choice(list(METRICS)), default=default, show_default=True,
+                        help="What the colour (heatmap, lenses) or the y axis (curves) shows; answer_rank on a log scale.")
+
+
+@main.group()
+def plot():
+    """Figures of committed runs, read from the v1 views.
+
+    \b
+    lensdb plot heatmap --model M --prompt ID --out heatmap.png   layers x tokens, top-1 token per cell
+    lensdb plot curves --depth relative --out kl.html             a last-position metric across layers
+    lensdb plot lenses --model M --prompt ID --out lenses.png     every lens of a run for one prompt
+
+    --out FILE decides the format: .png, .svg or .pdf (matplotlib), .html (plotly, one
+    self-contained file that works offline; hovering a cell shows its top-k tokens).
+    """
+
+
+@plot.command("heatmap")
+@click.option("--run", "run_id", help="The run to show.")
+@click.option("--model", help="Show the latest committed run of this model that has the prompt (hub id, or the part after its last '/').")
+@click.option("--prompt", required=True, help="Prompt id (see: lensdb query \"SELECT DISTINCT prompt_id FROM v1.prompts\").")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
+@_metric_option("p_top1")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse):
+    """Layers (0 at the bottom) x the prompt's tokens of one run: colour = --metric, each
+    cell's text = its top-1 token; the layers of L_copy and L_semantic (v1.diagnostics) are
+    marked at the last position.
+
+    \b
+    Example:
+      lensdb plot heatmap --model stories260K --prompt lily --out lily.png
+    """
+    from lensdb.plot import write
+
+    click.echo(str(write("heatmap", out, run=run_id, model=model, prompt=prompt, variant=variant, lens=lens, metric=metric, warehouse=warehouse)))
+
+
+@plot.command("curves")
+@click.option("--run", "run_ids", multiple=True, help="A run to draw (repeatable).")
+@click.option("--model", "models", multiple=True, help="Draw the latest committed run of this model (repeatable).")
+@click.option("--prompt", "prompts", multiple=True, help="Only this prompt (repeatable) [default: every prompt of the variant].")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
+@_metric_option("kl_to_final_bits")
+@click.option("--depth", type=click.Choice(["layer", "relative"]), default="layer", show_default=True, help="x axis: the layer, or layer / n_layers (to compare models of different depth).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, warehouse):
+    """A metric at each prompt's last position across layers, one line per run
+    (v1.pure_next_token). Several prompts: the median and a 10-90 % band. The median
+    L_semantic of each run is a dashed line. Without --run or --model: the latest run of
+    every model that has the lens.
+
+    \b
+    Example:
+      lensdb plot curves --metric kl_to_final_bits --depth relative --out kl.html
+    """
+    from lensdb.plot import write
+
+    click.echo(str(write("curves", out, runs=run_ids, models=models, prompts=prompts, variant=variant, lens=lens, metric=metric,
+                         depth=depth, warehouse=warehouse)))
+
+
+@plot.command("lenses")
+@click.option("--run", "run_id", help="The run to show.")
+@click.option("--model", help="Show the latest committed run of this model that has the prompt.")
+@click.option("--prompt", required=True, help="Prompt id.")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@_metric_option("p_top1")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse):
+    """Every lens of one run (norm, final_ln, raw, ...) for one prompt: a heatmap per lens
+    on one colour scale, and the last position's metric per lens (the raw-vs-norm artifact
+    check as a picture).
+
+    \b
+    Example:
+      lensdb plot lenses --model stories260K --prompt lily --out lenses.png
+    """
+    from lensdb.plot import write
+
+    click.echo(str(write("lenses", out, run=run_id, model=model, prompt=prompt, variant=variant, metric=metric, warehouse=warehouse)))
+
+
+@main.command()
+@click.option("--run", "run_ids", multiple=True, help="A run to report on (repeatable).")
+@click.option("--model", "models", multiple=True, help="Report on the latest committed run of this model (repeatable).")
+@click.option("--lens", default="norm", show_default=True, help="Lens of the diagnostics tables and figures.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .html file to write.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def report(run_ids, models, lens, out, warehouse):
+    """One self-contained HTML page about some runs (works offline).
+
+    Per run: the manifest, the last-layer check, diagnostics, control margins, ablation
+    deltas and the raw-lens check (flags highlighted), a heatmap and the lenses of its
+    main prompt and its KL curve; for several models, L_semantic / n_layers and curves at
+    relative depth across models. Without --run or --model: the latest run of every model.
+
+    \b
+    Example:
+      lensdb report --out report.html
+    """
+    from lensdb.report import report as write_report
+
+    click.echo(str(write_report(out, runs=run_ids, models=models, lens=lens, warehouse=warehouse)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,3 +25,7 @@ class QueryError(LensdbError):
 
 class LegacyFormatError(LensdbError):
     """A legacy file does not follow the legacy format."""
+
+
+class TunedLensError(LensdbError):
+    """A tuned lens cannot be read, trained or stored, or does not fit the model."""

@@ -261,7 +261,11 @@ def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, se
         device=device,
         dtype=dtype,
     )
-    result = run_train(model, text, out=out, name=name, warehouse=warehouse, settings=settings, revision=revision, progress=not quiet)
+    try:
+        result = run_train(model, text, out=out, name=name, warehouse=warehouse, settings=settings, revision=revision, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("lensdb: interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo(_train_summary(result), err=True)
 

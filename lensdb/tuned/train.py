@@ -86,6 +86,8 @@ class TrainSettings:
             raise LensdbError("--lr must be a positive number")
         if self.seq_len is not None and self.seq_len < 2:
             raise LensdbError("--seq-len must be at least 2")
+        if self.seq_len is not None and self.tokens_per_step is not None and self.tokens_per_step < self.seq_len:
+            raise LensdbError(f"--tokens-per-step {self.tokens_per_step} is less than one window of {self.seq_len} tokens (lower --seq-len)")
         if not 0 <= self.eval_fraction < 1:
             raise LensdbError("the held-out fraction must be in [0, 1)")
         if self.checkpoint_every < 1:
@@ -257,11 +259,11 @@ def _window_order(n_train: int, seed: int, start: int, count: int) -> torch.Tens
     """Indices of the training windows number start..start+count-1 in the sequence of
     passes over the data, each pass a permutation drawn from (seed, pass number)."""
     picked = []
-    position = start
-    while len(picked) < count:
+    position, end = start, start + count
+    while position < end:
         epoch, offset = divmod(position, n_train)
         permutation = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        take = min(count - len(picked), n_train - offset)
+        take = min(end - position, n_train - offset)
         picked.append(permutation[offset : offset + take])
         position += take
     return torch.cat(picked)

@@ -128,7 +128,7 @@ def query(sql, sql_file, name, list_only, output_format, out, warehouse):
     \b
     Views: v1.runs, v1.prompts, v1.records, v1.pure_next_token, v1.diagnostics,
     v1.control_summary, v1.ablation_summary, v1.raw_lens_check, v1.raw_lens_summary,
-    v1.last_layer_consistency, v1.final_predictions, v1.residuals; macros
+    v1.last_layer_consistency, v1.final_predictions, v1.residuals, v1.lenses; macros
     v1.diagnostics_with(threshold, margin, k) and v1.pure_next_token_with(...).
 
     \b

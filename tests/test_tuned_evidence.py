@@ -14,7 +14,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from lensdb.prompts import load_prompt_set

@@ -29,6 +29,7 @@ CUSTOM = "threshold := 0.5, margin := 0.05, k := 2"
 # view -> SELECT, ordered by every key column.
 QUERIES = {
     "v1.runs": "SELECT * FROM v1.runs ORDER BY run_id",
+    "v1.lenses": "SELECT * FROM v1.lenses ORDER BY lens, layer",
     "v1.prompts": "SELECT * FROM v1.prompts ORDER BY run_id, prompt_id, prompt_variant",
     "v1.records": "SELECT * FROM v1.records ORDER BY run_id, prompt_id, prompt_variant, lens, layer, pos",
     "v1.residuals": "SELECT * FROM v1.residuals ORDER BY run_id, prompt_id, prompt_variant, layer, pos",

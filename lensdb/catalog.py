@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from lensdb.errors import MissingDependency, QueryError, WarehouseError
 from lensdb.resources import named_queries_dir, sql_dir
 from lensdb.warehouse import layout
-from lensdb.warehouse.schema import TABLES, with_metadata
+from lensdb.warehouse.schema import LENSES, TABLES, with_metadata
 
 VIEW_VERSIONS = ("v1",)
 META_SCHEMA = "lensdb_meta"
@@ -162,14 +162,19 @@ def committed_run_count(warehouse: Path) -> int:
 def write_schema_anchors(warehouse: Path) -> None:
     """Empty Parquet files giving each view its columns before any run has that table."""
     for table, table_schema in TABLES.items():
-        path = warehouse / layout.SCHEMA_DIR / "model=_" / "run=_" / table / "part-00000.parquet"
-        wanted = with_metadata(table_schema, table)
-        if path.is_file() and pq.read_schema(path).equals(wanted, check_metadata=True):
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist([], schema=wanted), temporary)
-        temporary.replace(path)
+        _write_anchor(warehouse / layout.SCHEMA_DIR / "model=_" / "run=_" / table / "part-00000.parquet", table_schema, table)
+    # Stored tuned lenses (lenses/<name>/lens.parquet) are read by the glob */*/lens.parquet.
+    _write_anchor(warehouse / layout.SCHEMA_DIR / "lenses" / "lens.parquet", LENSES, "lenses")
+
+
+def _write_anchor(path: Path, table_schema: pa.Schema, table: str) -> None:
+    wanted = with_metadata(table_schema, table)
+    if path.is_file() and pq.read_schema(path).equals(wanted, check_metadata=True):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pylist([], schema=wanted), temporary)
+    temporary.replace(path)
 
 
 def _fingerprint(warehouse: Path) -> dict[str, str]:
@@ -256,7 +261,7 @@ def query(sql: str, warehouse=None, *, format: str = "arrow", latest: bool = Fal
     if format == "pandas":
         _require("pandas", "format='pandas'")
     path = _existing_warehouse(warehouse)
-    if committed_run_count(path) == 0:
+    if committed_run_count(path) == 0 and not list(path.glob("lenses/*/lens.parquet")):
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
     con = connect(path, read_only=True)
     try:

@@ -47,6 +47,7 @@ def main():
     lensdb import-legacy DIR     bring legacy output folders into the warehouse
     lensdb plot heatmap|curves|lenses --out F   figures (.png/.svg/.pdf/.html)
     lensdb report --out report.html             one self-contained HTML page
+    lensdb train-lens MODEL      train a tuned lens (per-layer affine translators)
     """
 
 
@@ -156,7 +157,7 @@ def query(sql, sql_file, name, latest, list_only, list_all, describe, output_for
     Views: v1.runs, v1.latest_runs, v1.prompts, v1.records, v1.pure_next_token,
     v1.diagnostics, v1.control_summary, v1.ablation_summary, v1.raw_lens_check,
     v1.raw_lens_summary, v1.last_layer_consistency, v1.final_predictions, v1.residuals,
-    v1.vocab; macros v1.diagnostics_with(threshold, margin, k) and
+    v1.vocab, v1.lenses; macros v1.diagnostics_with(threshold, margin, k) and
     v1.pure_next_token_with(...). `--describe VIEW` lists a view's columns.
 
     \b
@@ -468,6 +469,77 @@ def report(run_ids, models, lens, out, warehouse):
     from lensdb.report import report as write_report
 
     click.echo(str(write_report(out, runs=run_ids, models=models, lens=lens, warehouse=warehouse)))
+
+
+@main.command("train-lens")
+@click.argument("model")
+@click.option("--text", "text", required=True, type=click.Path(dir_okay=False), help="Training corpus: a .txt file, or a .jsonl file with a `text` key per line.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write the lens to this folder (tuned-lens format: config.json, params.pt).")
+@click.option("--name", help="Store the lens in the warehouse as lenses/NAME (queryable as v1.lenses).")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--steps", type=click.IntRange(min=1), default=250, show_default=True, help="Optimizer steps (tuned-lens's default).")
+@click.option("--tokens-per-step", type=click.IntRange(min=1), help="Tokens per step, rounded to whole windows [default: 2^18, at most the training tokens / steps, at least one window].")
+@click.option("--lr", type=float, default=1.0, show_default=True, help="Learning-rate scale as in tuned-lens: SGD (Nesterov momentum 0.9) runs at lr x 0.1, decaying linearly to 0.")
+@click.option("--seq-len", type=click.IntRange(min=2), help="Tokens per window [default: min(2048, the model's context)].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass [default: by memory].")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True, help="Save a checkpoint every N steps; rerunning the command resumes from it.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the window order (tuned-lens's default).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="As for extract.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="The model's dtype, as for extract; the lens trains in float32.")
+@click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, seq_len, batch_size, checkpoint_every, seed, device, dtype, revision, quiet):
+    """Train a tuned lens for MODEL on a text corpus.
+
+    One affine translator per layer (the last layer's is the identity), trained as the
+    tuned-lens paper does: KL from the model's final distribution to the lens's, SGD
+    with Nesterov momentum, the translators starting at zero. The last 10% of the
+    corpus's windows are held out to report each layer's KL against the final_ln
+    logit lens. Give --out DIR (files the tuned-lens project loads) or --name NAME
+    (stored in the warehouse); use it with `lensdb extract MODEL --lens tuned:DIR`.
+
+    \b
+    Example:
+      lensdb train-lens ../shared/fixtures/models/stories260K --text stories.jsonl --name stories
+    """
+    from lensdb.tuned.train import TrainSettings, train_lens as run_train
+
+    settings = TrainSettings(
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        lr=lr,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
+    try:
+        result = run_train(model, text, out=out, name=name, warehouse=warehouse, settings=settings, revision=revision, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("lensdb: interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(_train_summary(result), err=True)
+
+
+def _train_summary(result) -> str:
+    s = result.settings
+    resumed = f", resumed at step {result.resumed_at_step}" if result.resumed_at_step else ""
+    lines = [
+        f"lens       {s['lens']}  sha256 {s['lens_sha256'][:12]}",
+        f"model      {s['model']}  ({s['device']}, {s['dtype']})",
+        f"training   {s['steps']} steps x {s['tokens_per_step']:,} tokens on {s['train_tokens']:,} tokens, {s['train_seconds']:.1f} s{resumed}",
+        f"held out   {s['eval_tokens']:,} tokens: mean KL(final || lens), bits",
+        "  layer     tuned  final_ln",
+    ]
+    for row in result.layers:
+        tuned, logit = row["kl_bits"], row["final_ln_kl_bits"]
+        shown = "      n/a       n/a" if tuned is None else f"{tuned:9.3f} {logit:9.3f}"
+        lines.append(f"  {row['layer']:>5} {shown}")
+    lines.append(f"written    {result.path}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

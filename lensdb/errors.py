@@ -29,3 +29,7 @@ class LegacyFormatError(LensdbError):
 
 class MissingDependency(LensdbError, ImportError):
     """An optional package that a feature needs is not installed."""
+
+
+class TunedLensError(LensdbError):
+    """A tuned lens cannot be read, trained or stored, or does not fit the model."""

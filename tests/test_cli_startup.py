@@ -23,7 +23,7 @@ def test_help_does_not_import_torch():
     loaded = modules_after(
         "from click.testing import CliRunner\n"
         "from lensdb.cli import main\n"
-        "for args in (['--help'], ['extract', '--help'], ['query', '--help'], ['export', '--help'], ['runs', '--help'], ['show', '--help'], ['rm', '--help'], ['query', '--list']):\n"
+        "for args in (['--help'], ['extract', '--help'], ['query', '--help'], ['export', '--help'], ['runs', '--help'], ['show', '--help'], ['rm', '--help'], ['query', '--list'], ['train-lens', '--help']):\n"
         "    result = CliRunner().invoke(main, args)\n"
         "    assert result.exit_code == 0, result.output"
     )

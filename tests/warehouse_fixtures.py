@@ -78,6 +78,11 @@ Edge cases, where the golden files (tests/golden/<view>.json) show them, and why
 18. Vocabulary -- v1.vocab: the 32 ids of each extract run (a-run1, a-run2, b-run1; none for
     legacy-run1): piece '▁Berlin' for text ' Berlin', '<0x0A>' for '\\n', a bare '▁' (id 28)
     for '', no piece for ids 29..31.
+19. Stored tuned lenses -- v1.lenses: lenses/story-lens (model-b, 2 layers: rows for layers
+    0, 1, 2 with their settings; held-out KL NULL at every layer, as when the corpus had a
+    single window) and lenses/tiny-lens (org/model-a, 4 layers). Hidden: a lens staged
+    under _lens_training/ (a training killed before its rename) and a lens.parquet two
+    folders down outside lenses/ (notes/stray/lens.parquet), which the view's glob reaches.
 """
 
 from __future__ import annotations
@@ -842,7 +847,57 @@ def build_warehouse(warehouse: Path) -> Path:
     for run in fixture_runs():
         write_run(warehouse, run)
     write_crashed_runs(warehouse)
+    write_stored_lenses(warehouse)
     return warehouse
+
+
+def _lens_rows(lens: str, model: str, n_layers: int, kl: list[float | None], logit_kl: list[float | None]) -> list[dict]:
+    common = {
+        "lens": lens,
+        "model": model,
+        "model_path": None,
+        "model_revision": "rev-" + lens,
+        "created_at": datetime(2026, 1, 2, 3, 4, 5),
+        "lensdb_version": "0.1.0",
+        "torch_version": "2.13.0",
+        "device": "cpu",
+        "dtype": "float32",
+        "n_layers": n_layers,
+        "d_model": 2,
+        "lens_sha256": "0" * 63 + str(n_layers),
+        "unembed_hash": "f" * 64,
+        "corpus": "/corpora/" + lens + ".jsonl",
+        "corpus_sha256": "e" * 64,
+        "train_tokens": 1024 * n_layers,
+        "eval_tokens": 128 if kl[0] is not None else 0,
+        "steps": 250,
+        "tokens_per_step": 256,
+        "seq_len": 128,
+        "lr": 1.0,
+        "momentum": 0.9,
+        "weight_decay": 0.001,
+        "seed": 42,
+        "train_seconds": 1.5,
+    }
+    return [
+        {**common, "layer": layer, "kl_bits": kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": 0.25 * (n_layers - layer)}
+        for layer in range(n_layers + 1)
+    ]
+
+
+def write_stored_lenses(warehouse: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from lensdb.tuned import store
+
+    def write(folder: Path, rows: list[dict]) -> None:
+        folder.mkdir(parents=True)
+        pq.write_table(store.lens_table(rows).replace_schema_metadata(schema.with_metadata(schema.LENSES, "lenses").metadata), folder / store.TABLE_FILE)
+
+    write(warehouse / "lenses" / "story-lens", _lens_rows("story-lens", MODEL_B, 2, [None] * 3, [None] * 3))
+    write(warehouse / "lenses" / "tiny-lens", _lens_rows("tiny-lens", MODEL_A, 4, [3.5, 2.0, 1.25, 0.5, 0.0], [30.0, 12.0, 4.0, 1.0, 0.0]))
+    write(warehouse / store.TRAINING_DIR / "ghost" / "lens", _lens_rows("ghost", MODEL_B, 2, [9.0] * 3, [9.0] * 3))
+    write(warehouse / "notes" / "stray", _lens_rows("stray", MODEL_B, 2, [9.0] * 3, [9.0] * 3))
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for a look: python -m tests.warehouse_fixtures DIR

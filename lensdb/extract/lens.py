@@ -8,7 +8,6 @@ embeddings where the model has them), layer i is the residual after block i-1.
 | ----------------- | --------------------------------------------------------------------- |
 | `norm_for`        | which of the model's norms a lens kind applies at a layer             |
 | `apply_norm`      | RMSNorm / LayerNorm in float32 with the model's parameters            |
-| `translate`       | a tuned lens's affine translator: h + h A^T + b                       |
 | `project`         | logits = x W_U (+ b_U) in float32                                      |
 | `split_parts`     | float32 x -> half-precision parts whose sum is x to ~22-24 bits         |
 | `project_split`   | the float32 product from half-precision matmuls with float32 accumulation |
@@ -85,16 +84,6 @@ def project(normalized: torch.Tensor, unembed_weight: torch.Tensor, unembed_bias
     return torch.addmm(unembed_bias, normalized.reshape(-1, normalized.shape[-1]), unembed_weight).reshape(
         *normalized.shape[:-1], unembed_weight.shape[-1]
     )
-
-
-def translate(residual: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
-    """A tuned-lens translator in float32: h + h @ weight^T + bias (weight (d, d) as nn.Linear
-    stores it; None: the identity, as at the last layer)."""
-    x = residual.float()
-    if weight is None:
-        return x
-    out = x + x @ weight.t()
-    return out + bias if bias is not None else out
 
 
 # Mantissa bits of each half type: the parts of a float32 number that each can hold.

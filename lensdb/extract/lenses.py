@@ -83,20 +83,11 @@ class TunedLens(Lens):
 
     def __init__(self, spec: LensSpec, model, translators):
         super().__init__(spec, model)
-        self.translators = translators
-        device = model.device
-        self._weights = [translators.weight[i].to(device, torch.float32) for i in range(translators.weight.shape[0])]
-        self._biases = [translators.bias[i].to(device, torch.float32) for i in range(translators.bias.shape[0])]
+        self.translators = translators.to(model.device)
 
     def normalized(self, residuals: torch.Tensor, layers: np.ndarray) -> torch.Tensor:
-        final = self._norm(lens_math.FINAL_NORM)
-        translated = [lens_math.translate(residuals[i], *self._translator(int(layer))) for i, layer in enumerate(layers)]
-        return lens_math.apply_norm(torch.stack(translated), final)
-
-    def _translator(self, layer: int):
-        if layer >= len(self._weights):  # the last layer: identity
-            return None, None
-        return self._weights[layer], self._biases[layer]
+        translated = torch.stack([self.translators.translate(residuals[i], int(layer)) for i, layer in enumerate(layers)])
+        return lens_math.apply_norm(translated, self._norm(lens_math.FINAL_NORM))
 
     @property
     def last_layer_key(self):

@@ -15,6 +15,9 @@ Tables (one row per ...):
   legacy_raw_lens_samples imported runs only: the legacy raw-vs-norm samples (raw records absent)
   residuals               prompt x layer x position (only with --keep-residuals)
   vocab                   vocabulary id: the tokenizer's piece and the decoded text (extract runs)
+
+Outside runs, `lenses/<name>/lens.parquet` (LENSES, one row per layer) describes a tuned
+lens stored by `lensdb train-lens --name` next to its config.json and params.pt.
 """
 
 from __future__ import annotations
@@ -187,6 +190,41 @@ VOCAB = pa.schema(
         ("token_id", _i32),
         ("piece", _str),  # tokenizer.convert_ids_to_tokens(id); null for ids beyond the tokenizer
         ("text", _str),  # the id decoded on its own, as records' token / topk_tokens hold it
+    ]
+)
+
+# A stored tuned lens: one row per layer 0..n_layers, its training settings repeated.
+LENSES = pa.schema(
+    [
+        ("lens", _str),  # the name it is stored under (`lenses/<lens>/`)
+        ("model", _str),
+        ("model_path", _str),
+        ("model_revision", _str),
+        ("created_at", _ts),
+        ("lensdb_version", _str),
+        ("torch_version", _str),
+        ("device", _str),
+        ("dtype", _str),  # the model's dtype in training (the translators are float32)
+        ("n_layers", _i32),
+        ("d_model", _i32),
+        ("lens_sha256", _str),  # sha256 of params.pt
+        ("unembed_hash", _str),  # tuned-lens's fingerprint of the unembedding
+        ("corpus", _str),  # the --text file
+        ("corpus_sha256", _str),
+        ("train_tokens", pa.int64()),  # tokens of the training windows (one pass)
+        ("eval_tokens", pa.int64()),  # tokens of the held-out windows
+        ("steps", _i32),
+        ("tokens_per_step", pa.int64()),
+        ("seq_len", _i32),
+        ("lr", _f64),  # --lr: tuned-lens's lr scale; SGD runs at lr x (1 - momentum)
+        ("momentum", _f64),
+        ("weight_decay", _f64),
+        ("seed", pa.int64()),
+        ("train_seconds", _f64),
+        ("layer", _i32),  # 0 = embeddings, i = after block i-1; n_layers: identity translator
+        ("kl_bits", _f64),  # held-out mean KL(model's final distribution || tuned lens), bits
+        ("final_ln_kl_bits", _f64),  # the same for the final_ln logit lens
+        ("train_kl_bits", _f64),  # mean KL(final || tuned lens) over the last training step
     ]
 )
 

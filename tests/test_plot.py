@@ -415,3 +415,23 @@ def test_help_and_import_load_no_plotting_library():
     )
     assert not loaded & heavy
     assert sys.executable  # the probes ran with this interpreter
+
+
+def test_runs_without_the_metric_are_an_error_or_left_out(tmp_path):
+    """A run without gold answers has no answer rank: `curves` says so, or leaves it out (the report's
+    cross-model curves do), and the report still has every section."""
+    from lensdb.report import build
+
+    warehouse = build_warehouse(tmp_path / "warehouse")
+    layers = [L([19, 20], [0.5, 0.2], 2.0, 1.0 - i / 2) for i in range(3)]
+    prompt = Prompt("free", [19, 20], role="test", last={"norm": layers}, finals={1.0: ([19], [0.5], 2.0)})
+    write_run(warehouse, Run("n-run1", "model-n", 2, ["norm"], 5, [prompt], datetime(2025, 6, 1)))
+    with data.Warehouse(warehouse) as db:
+        runs = [db.run(RUN_B1), db.run("n-run1")]
+        with pytest.raises(Exception, match="answer_rank is NULL at every last position of run n-run1"):
+            data.curves(db, runs, metric_name="answer_rank")
+        assert [c.run.run_id for c in data.curves(db, runs, metric_name="answer_rank", skip_empty=True).curves] == [RUN_B1]
+        with pytest.raises(Exception, match="NULL at every last position of the selected runs"):
+            data.curves(db, runs[1:], metric_name="answer_rank", skip_empty=True)
+    page = build(warehouse=warehouse)
+    assert 'id="run-n-run1"' in page and 'id="cross-model"' in page

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-import sys
 from datetime import datetime
 
 import duckdb
@@ -145,13 +144,34 @@ def test_heatmap_text_is_the_escaped_top1_token(fixture_warehouse, db):
             assert shown["texts"][layer, pos] == escaped.get(token, token)
 
 
-def test_long_tokens_are_truncated_and_dollars_are_not_math(tmp_path):
+def test_token_labels():
     from lensdb.plot import text
 
-    assert text.truncate("abcdefghij", 7) == "abcdef…"
+    assert text.truncate("abcdefghij", 7) == "abcdef…" and text.truncate("abc", 7) == "abc"
     assert text.escape("a\tb\x00c\u200b") == "a\\tb\\x00c\\u200b"
-    assert text.escape("") == '""' and text.escape("  ") == "␣␣"
-    assert text.label("", "▁") == "▁" and text.label(" the", "▁the") == " the"
+    assert text.escape("") == '""' and text.escape("  ") == "␣␣" and text.escape("\u00a0") == "␣"
+    assert text.label("", "▁") == "▁" and text.label(" the", "▁the") == " the" and text.label(" ", None) == "␣"
+
+
+def test_dollar_signs_and_odd_characters_are_drawn_as_text(tmp_path):
+    """'$' would start matplotlib's mathtext (an unbalanced one fails to draw); a token is plain text."""
+    import lensdb.plot
+    from lensdb.plot.metrics import METRICS
+
+    tokens = ["$", "$x", "$\\frac{$", "$x^$", "<b>", "&amp;", "中文", "^_"]  # the 3rd and 4th are broken math
+    n = len(tokens)
+    grid = data.Grid(
+        run=data.RunInfo("r", "m", 1, ("norm",), "extract", None, None), prompt_id="p", variant="orig", lens="norm",
+        metric=METRICS["p_top1"], layers=[0, 1], positions=list(range(n)), position_labels=tokens,
+        values=[[0.5] * n, [0.9] * n], top1=[tokens, tokens[::-1]], topk=[[[(t, 0.5)] for t in tokens]] * 2,
+        marks={"L_copy": None, "L_semantic": 1},
+    )
+    fig = static.heatmap_figure(grid)
+    assert mpl_heatmap(fig)["ticks"] == [t if len(t) <= 12 else t[:11] + "…" for t in tokens]
+    assert lensdb.plot.save(fig, tmp_path / "odd.png").stat().st_size > 1000
+    shown = plotly_heatmap(interactive.heatmap_figure(grid))
+    assert shown["ticks"] == tokens
+    assert [shown["texts"][0, j] for j in range(n)] == [t if len(t) <= 7 else t[:6] + "…" for t in tokens]
 
 
 def test_marks_are_where_the_rules_fire(fixture_warehouse, db):
@@ -414,7 +434,6 @@ def test_help_and_import_load_no_plotting_library():
         "    assert result.exit_code == 0, result.output"
     )
     assert not loaded & heavy
-    assert sys.executable  # the probes ran with this interpreter
 
 
 def test_runs_without_the_metric_are_an_error_or_left_out(tmp_path):

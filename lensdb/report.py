@@ -192,8 +192,12 @@ def _figures(db: Warehouse, run: RunInfo, lens: str, ids) -> str:
         if len(db.lenses(run)) > 1:
             grids = data.lens_grids(db, run, prompt, metric_name="p_top1")
             parts.append(_figure(interactive.lenses_figure(grids), f"Every lens of prompt {prompt}.", ids))
-    kl = data.curves(db, [run], metric_name="kl_to_final_bits", lens=lens)
-    parts.append(_figure(interactive.curves_figure(kl), "KL to the final distribution at the last position, over the run's prompts.", ids))
+    try:
+        kl = data.curves(db, [run], metric_name="kl_to_final_bits", lens=lens)
+    except LensdbError as exc:
+        parts.append(f'<p class="note">No KL curve: {_e(str(exc))}</p>')
+    else:
+        parts.append(_figure(interactive.curves_figure(kl), "KL to the final distribution at the last position, over the run's prompts.", ids))
     return "\n".join(parts)
 
 
@@ -220,8 +224,8 @@ def _cross_model(db: Warehouse, runs: list[RunInfo], lens: str, ids) -> str:
     if with_lens:
         for metric_name, what in (("kl_to_final_bits", "KL to the final distribution"), ("answer_rank", "The gold answer's rank")):
             try:
-                lines = data.curves(db, with_lens, metric_name=metric_name, lens=lens, depth="relative")
-            except LensdbError as exc:  # e.g. no gold answers anywhere: no rank curve
+                lines = data.curves(db, with_lens, metric_name=metric_name, lens=lens, depth="relative", skip_empty=True)
+            except LensdbError as exc:  # e.g. no gold answer in any run: no rank curve
                 parts.append(f'<p class="note">{_e(str(exc))}</p>')
                 continue
             parts.append(_figure(interactive.curves_figure(lines), f"{what} at the last position, by relative depth (layer / n_layers).", ids))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-import sys
 from datetime import datetime
 
 import duckdb
@@ -154,13 +153,34 @@ def test_heatmap_text_is_the_escaped_top1_token(fixture_warehouse, db):
             assert shown["texts"][layer, pos] == expected(token, token_id)
 
 
-def test_long_tokens_are_truncated_and_dollars_are_not_math(tmp_path):
+def test_token_labels():
     from lensdb.plot import text
 
-    assert text.truncate("abcdefghij", 7) == "abcdef…"
+    assert text.truncate("abcdefghij", 7) == "abcdef…" and text.truncate("abc", 7) == "abc"
     assert text.escape("a\tb\x00c\u200b") == "a\\tb\\x00c\\u200b"
-    assert text.escape("") == '""' and text.escape("  ") == "␣␣"
-    assert text.label("", "▁") == "▁" and text.label(" the", "▁the") == " the"
+    assert text.escape("") == '""' and text.escape("  ") == "␣␣" and text.escape("\u00a0") == "␣"
+    assert text.label("", "▁") == "▁" and text.label(" the", "▁the") == " the" and text.label(" ", None) == "␣"
+
+
+def test_dollar_signs_and_odd_characters_are_drawn_as_text(tmp_path):
+    """'$' would start matplotlib's mathtext (an unbalanced one fails to draw); a token is plain text."""
+    import lensdb.plot
+    from lensdb.plot.metrics import METRICS
+
+    tokens = ["$", "$x", "$\\frac{$", "$x^$", "<b>", "&amp;", "中文", "^_"]  # the 3rd and 4th are broken math
+    n = len(tokens)
+    grid = data.Grid(
+        run=data.RunInfo("r", "m", 1, ("norm",), "extract", None, None), prompt_id="p", variant="orig", lens="norm",
+        metric=METRICS["p_top1"], layers=[0, 1], positions=list(range(n)), position_labels=tokens,
+        values=[[0.5] * n, [0.9] * n], top1=[tokens, tokens[::-1]], topk=[[[(t, 0.5)] for t in tokens]] * 2,
+        marks={"L_copy": None, "L_semantic": 1},
+    )
+    fig = static.heatmap_figure(grid)
+    assert mpl_heatmap(fig)["ticks"] == [t if len(t) <= 12 else t[:11] + "…" for t in tokens]
+    assert lensdb.plot.save(fig, tmp_path / "odd.png").stat().st_size > 1000
+    shown = plotly_heatmap(interactive.heatmap_figure(grid))
+    assert shown["ticks"] == tokens
+    assert [shown["texts"][0, j] for j in range(n)] == [t if len(t) <= 7 else t[:6] + "…" for t in tokens]
 
 
 def test_marks_are_where_the_rules_fire(fixture_warehouse, db):
@@ -424,4 +444,23 @@ def test_help_and_import_load_no_plotting_library():
         "    assert result.exit_code == 0, result.output"
     )
     assert not loaded & heavy
-    assert sys.executable  # the probes ran with this interpreter
+
+
+def test_runs_without_the_metric_are_an_error_or_left_out(tmp_path):
+    """A run without gold answers has no answer rank: `curves` says so, or leaves it out (the report's
+    cross-model curves do), and the report still has every section."""
+    from lensdb.report import build
+
+    warehouse = build_warehouse(tmp_path / "warehouse")
+    layers = [L([19, 20], [0.5, 0.2], 2.0, 1.0 - i / 2) for i in range(3)]
+    prompt = Prompt("free", [19, 20], role="test", last={"norm": layers}, finals={1.0: ([19], [0.5], 2.0)})
+    write_run(warehouse, Run("n-run1", "model-n", 2, ["norm"], 5, [prompt], datetime(2025, 6, 1)))
+    with data.Warehouse(warehouse) as db:
+        runs = [db.run(RUN_B1), db.run("n-run1")]
+        with pytest.raises(Exception, match="answer_rank is NULL at every last position of run n-run1"):
+            data.curves(db, runs, metric_name="answer_rank")
+        assert [c.run.run_id for c in data.curves(db, runs, metric_name="answer_rank", skip_empty=True).curves] == [RUN_B1]
+        with pytest.raises(Exception, match="NULL at every last position of the selected runs"):
+            data.curves(db, runs[1:], metric_name="answer_rank", skip_empty=True)
+    page = build(warehouse=warehouse)
+    assert 'id="run-n-run1"' in page and 'id="cross-model"' in page

@@ -381,8 +381,10 @@ WHERE run_id = $run AND lens = $lens AND prompt_variant = $variant
 
 
 def curves(db: Warehouse, runs: list[RunInfo], *, metric_name: str = "kl_to_final_bits", lens: str = DEFAULT_LENS,
-           variant: str = DEFAULT_VARIANT, prompts=(), depth: str = "layer") -> Curves:
-    """One curve per run: the metric at each prompt's last position, per layer (v1.pure_next_token)."""
+           variant: str = DEFAULT_VARIANT, prompts=(), depth: str = "layer", skip_empty: bool = False) -> Curves:
+    """One curve per run: the metric at each prompt's last position, per layer (v1.pure_next_token).
+    A run where the metric is NULL everywhere is an error, or left out with skip_empty (an error
+    when that leaves no run)."""
     chosen = metric(metric_name)
     if depth not in DEPTHS:
         raise LensdbError(f"unknown depth {depth!r}; choose one of {', '.join(DEPTHS)}")
@@ -396,6 +398,8 @@ def curves(db: Warehouse, runs: list[RunInfo], *, metric_name: str = "kl_to_fina
         params = dict(run=run.run_id, lens=lens, variant=variant, prompts=list(prompts) or None)
         rows = [row for row in db.rows(CURVE_SQL.format(value=chosen.sql, low=LOW_QUANTILE, high=HIGH_QUANTILE), **params) if row["n"]]
         if not rows:
+            if skip_empty:
+                continue
             raise WarehouseError(f"{chosen.name} is NULL at every last position of run {run.run_id} ({lens}, {variant}): choose another --metric")
         semantic = db.rows(L_SEMANTIC_SQL, **params)[0]
         result.append(Curve(
@@ -404,6 +408,8 @@ def curves(db: Warehouse, runs: list[RunInfo], *, metric_name: str = "kl_to_fina
             n_prompts=max(row["n"] for row in rows),
             l_semantic=semantic["l_semantic"], l_semantic_prompts=semantic["n"],
         ))
+    if not result:
+        raise WarehouseError(f"{chosen.name} is NULL at every last position of the selected runs ({lens}, {variant})")
     return Curves(metric=chosen, lens=lens, variant=variant, prompts=prompts, depth=depth, curves=result)
 
 

@@ -14,7 +14,7 @@ import math
 from lensdb.plot import text
 from lensdb.plot.data import Curves, Grid, LensGrids
 from lensdb.plot.metrics import MARKS, Metric
-from lensdb.plot.style import AXIS_CHARS, CELL_CHARS, HOVER_TOP_K, MARK_COLOURS, colour
+from lensdb.plot.style import AXIS_CHARS, CELL_CHARS, HOVER_TOP_K, MARK_COLOURS, MISSING_COLOUR, colour, curves_title, marks_caption
 
 CELL_WIDTH_PX = 62
 CELL_HEIGHT_PX = 26
@@ -116,10 +116,6 @@ def _marks(fig, grid: Grid, *, row=None, col=None) -> None:
                            font=dict(color=MARK_COLOURS[names[-1]], size=11), row=row, col=col)
 
 
-def marks_caption(marks: dict[str, int | None]) -> str:
-    return "   ".join(f"{name} {'never' if layer is None else layer}" for name, layer in marks.items())
-
-
 def _size(grid: Grid) -> tuple[int, int]:
     return len(grid.positions) * CELL_WIDTH_PX, len(grid.layers) * CELL_HEIGHT_PX
 
@@ -137,7 +133,7 @@ def heatmap_figure(grid: Grid):
                                     f"{marks_caption(grid.marks)} (last position)"), font=dict(size=14)),
         coloraxis=_coloraxis(grid.metric, [v for row in grid.values for v in row]),
         width=max(700, width + MARGIN["l"] + MARGIN["r"] + 100), height=max(320, height + MARGIN["t"] + MARGIN["b"]),
-        margin=MARGIN, font=dict(family=FONT), plot_bgcolor="#d9d9d9",
+        margin=MARGIN, font=dict(family=FONT), plot_bgcolor=MISSING_COLOUR,
         xaxis_title=f"position (colour: {grid.metric.label}; text: top-1 token; run {grid.run.run_id})",
     )
     return fig
@@ -170,7 +166,7 @@ def lenses_figure(data: LensGrids):
                    font=dict(size=14)),
         coloraxis=_coloraxis(data.metric, [v for g in data.grids for row in g.values for v in row]),
         width=max(700, width + MARGIN["l"] + MARGIN["r"] + 100), height=sum(heights) + MARGIN["t"] + MARGIN["b"] + 80 * n,
-        margin=MARGIN, font=dict(family=FONT), plot_bgcolor="#d9d9d9",
+        margin=MARGIN, font=dict(family=FONT), plot_bgcolor=MISSING_COLOUR,
         legend=dict(y=line_height / (sum(heights) + 80 * n), yanchor="top"),
     )
     fig.update_layout(coloraxis_colorbar=dict(len=1 - line_height / sum(heights), y=1.0, yanchor="top"))
@@ -184,8 +180,6 @@ def _none_if_nan(value):
 def curves_figure(data: Curves):
     """One line per run across layers; the median and a 10-90 % band for several prompts."""
     import plotly.graph_objects as go
-
-    from lensdb.plot.static import curves_title
 
     fig = go.Figure()
     for i, curve in enumerate(data.curves):

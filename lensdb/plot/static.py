@@ -14,7 +14,7 @@ import math
 from lensdb.plot import text
 from lensdb.plot.data import Curves, Grid, LensGrids
 from lensdb.plot.metrics import MARKS, Metric
-from lensdb.plot.style import AXIS_CHARS, CELL_CHARS, MARK_COLOURS, MISSING_COLOUR, colour
+from lensdb.plot.style import AXIS_CHARS, CELL_CHARS, MARK_COLOURS, MISSING_COLOUR, colour, curves_title, marks_caption
 
 CELL_WIDTH_IN = 0.62
 CELL_HEIGHT_IN = 0.27
@@ -59,11 +59,7 @@ def _grid_size(grid: Grid) -> tuple[float, float]:
     return min(MAX_GRID_IN, len(grid.positions) * CELL_WIDTH_IN), min(MAX_GRID_IN, len(grid.layers) * CELL_HEIGHT_IN)
 
 
-def marks_caption(marks: dict[str, int | None]) -> str:
-    return "   ".join(f"{name} {'never' if layer is None else layer}" for name, layer in marks.items())
-
-
-def _draw_grid(ax, grid: Grid, norm, cmap, *, title: str | None = None):
+def _draw_grid(ax, grid: Grid, norm, cmap):
     """The heatmap of one grid on `ax`: colour = metric, text = top-1 token, marks at the last position."""
     import numpy as np
     from matplotlib.patches import Rectangle
@@ -103,8 +99,7 @@ def _draw_grid(ax, grid: Grid, norm, cmap, *, title: str | None = None):
         for tick, layer in zip(side.get_yticklabels(), sorted(right_labels)):
             tick.set_color(MARK_STYLE[right_labels[layer][-1]]["edgecolor"])
             tick.set_fontweight("bold")
-    caption = f"{grid.lens} lens   {marks_caption(grid.marks)} (last position)"
-    ax.set_title(title or caption, fontsize=9, loc="left")
+    ax.set_title(f"{grid.lens} lens   {marks_caption(grid.marks)} (last position)", fontsize=9, loc="left")
     return image
 
 
@@ -183,10 +178,3 @@ def curves_figure(data: Curves):
     ax.legend(handles, labels, fontsize=8)
     fig.suptitle(curves_title(data), fontsize=10, parse_math=False)
     return fig
-
-
-def curves_title(data: Curves) -> str:
-    which = f"prompt {', '.join(data.prompts)}" if data.prompts else "every prompt"
-    spread = "; median and 10-90 % band over prompts" if data.is_battery else ""
-    return f"{data.metric.label} at the last position   {data.lens} lens, {which} ({data.variant}){spread}"
-

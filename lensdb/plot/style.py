@@ -1,4 +1,11 @@
-"""Colours and sizes shared by the matplotlib and plotly figures, so both look alike."""
+"""Colours, sizes and captions shared by the matplotlib and plotly figures, so both say the same."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lensdb.plot.data import Curves
 
 # matplotlib's tab10, the colours of the runs' lines in order
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -11,3 +18,13 @@ HOVER_TOP_K = 20  # top-k entries listed when hovering a cell
 
 def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def marks_caption(marks: dict[str, int | None]) -> str:
+    return "   ".join(f"{name} {'never' if layer is None else layer}" for name, layer in marks.items())
+
+
+def curves_title(data: Curves) -> str:
+    which = f"prompt {', '.join(data.prompts)}" if data.prompts else "every prompt"
+    spread = "; median and 10-90 % band over prompts" if data.is_battery else ""
+    return f"{data.metric.label} at the last position   {data.lens} lens, {which} ({data.variant}){spread}"

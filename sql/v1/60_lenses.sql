@@ -5,7 +5,8 @@
 --          training settings, and the mean KL(model's final distribution || lens) in bits
 --          on the held-out end of the corpus of the tuned lens (kl_bits) and of the
 --          final_ln logit lens (final_ln_kl_bits), and over the last training step
---          (train_kl_bits). Use a stored lens with `lensdb extract --lens tuned:NAME`.
+--          (train_kl_bits; NULL at the last layer, which is not trained). Use a stored
+--          lens with `lensdb extract --lens tuned:NAME`.
 -- inputs:  {{WAREHOUSE}}/lenses/<name>/lens.parquet (a lens folder appears in one rename),
 --          plus the empty _schema/lenses/lens.parquet that gives the view its columns.
 CREATE SCHEMA IF NOT EXISTS v1;

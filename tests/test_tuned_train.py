@@ -219,3 +219,32 @@ def test_window_order_is_a_sequence_of_permutations():
     for start, count in [(0, 5), (5, 4), (6, 9), (20, 3)]:
         assert order(n, 42, start, count).tolist() == whole[start : start + count].tolist()
     assert order(n, 43, 0, n).tolist() != whole[:n].tolist()
+
+
+def test_lens_logits_of_a_hand_made_lens_equal_the_formula(loaded_tiny, tiny_llama, tmp_path):
+    """What extract's tuned lens computes (lens_logits on the engine's residuals) against
+    Hugging Face residuals, the translator formula, the final norm module and lm_head."""
+    from lensdb.extract import capture
+    from lensdb.tuned.format import check_fits_model, lens_logits
+    from tests.test_tuned_format import random_state, write_lens
+
+    n_layers, d_model = loaded_tiny.n_layers, loaded_tiny.d_model
+    state = random_state(8, n=n_layers, d=d_model)
+    config = {"d_model": d_model, "num_hidden_layers": n_layers, "unembed_hash": hf_unembed_hash(tiny_llama)}
+    lens = load_tuned_lens(write_lens(tmp_path / "lens", state, config))
+    check_fits_model(lens, loaded_tiny)
+    ids = [1, 5, 9, 4, 12, 7, 3, 8]
+    output = capture.run_pass(loaded_tiny.bridge, loaded_tiny.residual_hooks(), [ids], 0, loaded_tiny.device)
+    model = load_hf(str(tiny_llama))
+    residuals, _ = residual_stream(str(tiny_llama), ids)
+    with torch.no_grad():
+        for layer in range(n_layers + 1):
+            h = residuals[layer]
+            if layer < n_layers:
+                h = h + h @ state[f"{layer}.weight"].T + state[f"{layer}.bias"]
+            expected = model.lm_head(model.model.norm(h))
+            got = lens_logits(lens, loaded_tiny, output.residuals[layer], layer)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    other = load_tuned_lens(write_lens(tmp_path / "other", random_state(9, n=n_layers, d=d_model), {**config, "unembed_hash": "0" * 64}))
+    with pytest.raises(train_module.TunedLensError, match="another unembedding"):
+        check_fits_model(other, loaded_tiny)

@@ -120,10 +120,14 @@ def test_hidden_runs_never_show(fixture_warehouse):
     assert any((fixture_warehouse / "_staging").iterdir())
     assert (fixture_warehouse / "runs" / "model=model-b" / f"run={warehouse_fixtures.RUN_NO_MANIFEST}" / "records").is_dir()
     for view in QUERIES:
-        if view == "v1.lenses":  # stored lenses live outside runs: no run_id
+        if view == "v1.lenses":  # stored lenses belong to no run: checked below
             continue
         source = QUERIES[view].split(" ORDER BY")[0]
         runs = lensdb.query(f"SELECT DISTINCT run_id FROM ({source})", warehouse=fixture_warehouse).column("run_id").to_pylist()
         assert set(runs) <= set(warehouse_fixtures.COMMITTED_RUNS), view
     shown = lensdb.query("SELECT run_id FROM v1.runs ORDER BY run_id", warehouse=fixture_warehouse).column("run_id").to_pylist()
     assert shown == sorted(warehouse_fixtures.COMMITTED_RUNS)
+    # A lens staged under _lens_training/ or a lens.parquet outside lenses/ is in no view.
+    lenses = lensdb.query("SELECT DISTINCT lens FROM v1.lenses ORDER BY lens", warehouse=fixture_warehouse).column("lens").to_pylist()
+    assert lenses == ["story-lens", "tiny-lens"]
+    assert (fixture_warehouse / "notes" / "stray" / "lens.parquet").is_file()

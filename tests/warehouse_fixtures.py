@@ -880,7 +880,7 @@ def _lens_rows(lens: str, model: str, n_layers: int, kl: list[float | None], log
         "train_seconds": 1.5,
     }
     return [
-        {**common, "layer": layer, "kl_bits": kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": 0.25 * (n_layers - layer)}
+        {**common, "layer": layer, "kl_bits": kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": 0.25 * (n_layers - layer) if layer < n_layers else None}
         for layer in range(n_layers + 1)
     ]
 

@@ -438,6 +438,10 @@ def train_lens(
         "weight_decay": settings.weight_decay,
         "seed": settings.seed,
     }
+    try:  # before training: a folder that cannot be written fails now, not at the first checkpoint
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TunedLensError(f"cannot write to {work}: {exc.strerror or exc}") from None
     checkpoint = work / CHECKPOINT_FILE
     translators, last_kl, resumed_at = fit_translators(
         loaded, train, plan, settings, checkpoint=checkpoint, fingerprint=fingerprint, progress=progress
@@ -455,7 +459,7 @@ def train_lens(
     }
     translators = TunedTranslators(translators.weight, translators.bias, config, name=name)
     layers = [
-        {"layer": layer, "kl_bits": tuned_kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": last_kl[layer] if layer < loaded.n_layers else 0.0}
+        {"layer": layer, "kl_bits": tuned_kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": last_kl[layer] if layer < loaded.n_layers else None}
         for layer in range(loaded.n_layers + 1)
     ]
     common = {

@@ -224,7 +224,7 @@ LENSES = pa.schema(
         ("layer", _i32),  # 0 = embeddings, i = after block i-1; n_layers: identity translator
         ("kl_bits", _f64),  # held-out mean KL(model's final distribution || tuned lens), bits
         ("final_ln_kl_bits", _f64),  # the same for the final_ln logit lens
-        ("train_kl_bits", _f64),  # mean KL(final || tuned lens) over the last training step
+        ("train_kl_bits", _f64),  # mean KL(final || tuned lens) over the last training step; NULL at n_layers
     ]
 )
 

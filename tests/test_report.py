@@ -277,12 +277,12 @@ def test_report_renders_offline_without_console_errors(page_all, tmp_path):
     assert dom.count('class="main-svg"') >= len(page.figures)
 
     shot = tmp_path / "report.png"
-    browse(page_all, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars")
+    browse(page_all, tmp_path, f"--screenshot={shot}", "--window-size=1280,6000", "--hide-scrollbars")
     assert coloured_fraction(shot) > 0.01
     without_scripts = tmp_path / "report-no-js.html"
     without_scripts.write_text(re.sub(r"<script\b.*?</script>", "", page.text, flags=re.S), encoding="utf-8")
     shot = tmp_path / "report-no-js.png"
-    browse(without_scripts, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars")
+    browse(without_scripts, tmp_path, f"--screenshot={shot}", "--window-size=1280,6000", "--hide-scrollbars")
     assert coloured_fraction(shot) < 0.001  # the colour above is the figures'
 
 

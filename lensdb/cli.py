@@ -101,7 +101,7 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
         seed=seed,
         progress=not quiet,
     )
-    if not quiet:
+    if not quiet and summary.rank == 0:  # under torchrun, rank 0 speaks for the run
         click.echo(_extract_summary(summary), err=True)
 
 
@@ -110,7 +110,7 @@ def _extract_summary(summary) -> str:
     lines = [
         f"run        {summary.run_id}",
         f"model      {summary.model}  ({summary.device}, {summary.dtype})",
-        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}",
+        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}" + (f"   ranks {summary.world_size}" if summary.world_size > 1 else ""),
         f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",

@@ -80,6 +80,10 @@ MANIFEST = pa.schema(
         ("lens_details", _str),
         ("reference_lens", _str),
         ("unembed_precision", _str),  # "float32", or e.g. "float16 x2 split, float32 accumulation"
+        # Hash of the options that change the records (lensdb/run_settings.py); `lensdb sweep`
+        # skips a model with a run of the same prompt-set and settings hashes. Null: legacy.
+        ("settings_sha256", _str),
+        ("world_size", _i32),  # processes that extracted the run (torchrun ranks); null: legacy
     ]
 )
 

@@ -42,6 +42,7 @@ def main():
     lensdb query "SQL"           query every run with the versioned v1 views
     lensdb export --out DIR      write the original experiment's JSON/CSV files
     lensdb import-legacy DIR     bring legacy output folders into the warehouse
+    lensdb sweep MODELS.txt      extract a list of models, resuming where it stopped
     """
 
 
@@ -220,6 +221,61 @@ def import_legacy(folder, warehouse):
 
     for imported in run_import(folder, warehouse):
         click.echo(f"{imported.model}  run {imported.run_id}  ({imported.rows.get('records', 0):,} records)")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("models_file", metavar="MODELS.txt", type=click.Path(dir_okay=False))
+@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set for every model (as for extract).")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="At the end, write every model's legacy files into this folder (as lensdb export --run).")
+@click.argument("extract_options", nargs=-1, type=click.UNPROCESSED, metavar="[EXTRACT OPTIONS]")
+def sweep(models_file, prompts, warehouse, export_dir, extract_options):
+    """Extract every model listed in MODELS.txt, one process per model.
+
+    MODELS.txt lists one model per line (a hub id or a model directory); '#' starts a
+    comment. A model that already has a committed run of the same prompt set and the same
+    settings is skipped, so a sweep that stopped resumes where it stopped. A failed model
+    does not stop the sweep; the exit code is 1 if any failed. EXTRACT OPTIONS are those of
+    `lensdb extract` (--lens, --top-k, --dtype, --device, --batch-size, ...) except
+    --run-id and --model-name.
+
+    \b
+    Example:
+      lensdb sweep models.txt --prompts capitals --lens norm,raw --export ./legacy-out
+    """
+    from lensdb.sweep import FAILED, format_table, sweep as run_sweep
+
+    rows = run_sweep(models_file, prompts=prompts, warehouse=warehouse, options=_sweep_options(extract_options), export_dir=export_dir)
+    click.echo(format_table(rows))
+    if any(row.status == FAILED for row in rows):
+        sys.exit(1)
+
+
+def _sweep_options(arguments):
+    """The sweep's extract options, parsed and checked by `lensdb extract`'s own parser."""
+    from lensdb.sweep import ExtractOptions
+
+    try:
+        with extract.make_context("lensdb extract", ["MODEL", *arguments]) as context:
+            params = context.params
+    except click.UsageError as exc:
+        raise click.UsageError(f"extract option: {exc.format_message()}") from None
+    for name, flag in (("run_id", "--run-id"), ("model_name", "--model-name")):
+        if params.get(name):
+            raise click.UsageError(f"{flag} names one run; a sweep extracts several models")
+    return ExtractOptions(
+        lenses=",".join(str(spec) for spec in params["lenses"]),
+        reference_lens=params["reference_lens"],
+        unembed=params["unembed"],
+        top_k=params["top_k"],
+        device=params["device"],
+        dtype=params["dtype"],
+        revision=params["revision"],
+        batch_size=params["batch_size"],
+        keep_residuals=params["keep_residuals"],
+        seed=params["seed"],
+        quiet=params["quiet"],
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,7 +75,8 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
     MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
     layer x position record (top-k tokens, entropy, gold-token probability and rank,
     KL to the final distribution, ...) is written as Parquet; the run becomes visible
-    only once it is completely written.
+    only once it is completely written. Under torchrun (`torchrun --nproc-per-node N
+    -m lensdb extract ...`) the ranks share the prompts and commit one run together.
 
     \b
     Example:

@@ -18,10 +18,13 @@ ignored.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,53 +144,72 @@ def sweep(
 
     log = log or sys.stderr
     models = read_models_file(models_file)
-    prompt_set = load_prompt_set(prompts)  # a bad prompt set stops the sweep before any model
-    warehouse_path = layout.resolve_warehouse(warehouse)
-    settings_sha256 = options.record_settings(warehouse_path).sha256()
+    plan = _Plan(
+        prompts=prompts,
+        prompt_set_sha256=load_prompt_set(prompts).sha256,  # a bad prompt set stops the sweep before any model
+        warehouse=layout.resolve_warehouse(warehouse),
+        options=options,
+        log=log,
+    )
+    plan.settings_sha256 = options.record_settings(plan.warehouse).sha256()
     rows: list[SweepRow] = []
-    for number, model in enumerate(models, 1):
-        prefix = f"sweep [{number}/{len(models)}] {model}:"
-        found = _committed_run(warehouse_path, model, options.revision, prompt_set.sha256, settings_sha256)
-        if isinstance(found, SweepRow):
-            rows.append(found)
-            _say(log, f"{prefix} failed: {found.note}")
-            continue
-        if found is not None:
-            rows.append(SweepRow(model, SKIPPED, run_id=found))
-            _say(log, f"{prefix} skipped: committed run {found} has these prompts and settings")
-            continue
-        _say(log, f"{prefix} extracting")
-        try:
-            row = _extract_one(model, prompts, warehouse_path, options, log)
-        except KeyboardInterrupt:
-            rows.append(SweepRow(model, FAILED, note="interrupted"))
-            _fill_records(warehouse_path, rows)
-            _say(log, format_table(rows))
-            raise SweepInterrupted("sweep interrupted; the models marked done are committed, run the sweep again to resume") from None
-        rows.append(row)
-        _say(log, f"{prefix} {row.status}" + (f": {row.note}" if row.note else f" (run {row.run_id})"))
-    _fill_records(warehouse_path, rows)
+    try:
+        with _terminate_as_interrupt():
+            for number, model in enumerate(models, 1):
+                rows.append(_sweep_one(plan, model, f"sweep [{number}/{len(models)}] {model}:"))
+    except KeyboardInterrupt:
+        if len(rows) < len(models):
+            rows.append(SweepRow(models[len(rows)], FAILED, note="interrupted"))
+        _fill_records(plan.warehouse, rows)
+        _say(log, format_table(rows))
+        raise SweepInterrupted("sweep interrupted; the models marked done are committed, run the sweep again to resume") from None
+    _fill_records(plan.warehouse, rows)
     if export_dir is not None:
-        _export(rows, warehouse_path, Path(export_dir), options)
+        _export(rows, plan.warehouse, Path(export_dir), options)
     return rows
 
 
-def _committed_run(warehouse: Path, model: str, revision: str | None, prompt_set_sha256: str, settings_sha256: str):
-    """The latest committed run of `model` with these hashes (its id), None, or a failed row
-    when the model cannot be named at all."""
+@dataclass
+class _Plan:
+    """What every model of a sweep shares."""
+
+    prompts: str | os.PathLike
+    prompt_set_sha256: str
+    warehouse: Path
+    options: ExtractOptions
+    log: TextIO
+    settings_sha256: str = ""
+
+
+def _sweep_one(plan: _Plan, model: str, prefix: str) -> SweepRow:
+    found = _committed_run(plan, model)
+    if isinstance(found, SweepRow):
+        _say(plan.log, f"{prefix} failed: {found.note}")
+        return found
+    if found is not None:
+        _say(plan.log, f"{prefix} skipped: committed run {found} has these prompts and settings")
+        return SweepRow(model, SKIPPED, run_id=found)
+    _say(plan.log, f"{prefix} extracting")
+    row = _extract_one(plan, model)
+    _say(plan.log, f"{prefix} {row.status}" + (f": {row.note}" if row.note else f" (run {row.run_id})"))
+    return row
+
+
+def _committed_run(plan: _Plan, model: str):
+    """The latest committed run of `model` with the plan's hashes (its id), None, or a failed
+    row when the model cannot be named at all."""
     from lensdb.extract.model import resolve_source, resolved_revision
 
     try:
-        source = resolve_source(model, revision)
+        source = resolve_source(model, plan.options.revision)
     except ModelError as exc:
         return SweepRow(model, FAILED, note=str(exc))
-    runs = _runs(warehouse)
     matching = [
         run
-        for run in runs
+        for run in _runs(plan.warehouse)
         if run["model"] == source.name
-        and run["prompt_set_sha256"] == prompt_set_sha256
-        and run["settings_sha256"] == settings_sha256
+        and run["prompt_set_sha256"] == plan.prompt_set_sha256
+        and run["settings_sha256"] == plan.settings_sha256
         and (source.local_path is None or run["model_revision"] == resolved_revision(source, None))
     ]
     if not matching:
@@ -204,12 +226,12 @@ def _runs(warehouse: Path) -> list[dict]:
     return catalog.query(sql, warehouse).to_pylist()
 
 
-def _extract_one(model: str, prompts, warehouse: Path, options: ExtractOptions, log: TextIO) -> SweepRow:
+def _extract_one(plan: _Plan, model: str) -> SweepRow:
     run_id = layout.new_run_id()
-    command = [sys.executable, "-m", "lensdb", "extract", model, "--prompts", str(prompts), "--warehouse", str(warehouse)]
-    command += ["--run-id", run_id, *options.args()]
+    command = [sys.executable, "-m", "lensdb", "extract", model, "--prompts", str(plan.prompts), "--warehouse", str(plan.warehouse)]
+    command += ["--run-id", run_id, *plan.options.args()]
     started = time.perf_counter()
-    returncode, error_line = run_streaming(command, log)
+    returncode, error_line = run_streaming(command, plan.log)
     seconds = time.perf_counter() - started
     if returncode == 0:
         return SweepRow(model, DONE, run_id=run_id, seconds=seconds)
@@ -240,10 +262,11 @@ def run_streaming(command: list[str], log: TextIO, tty: bool | None = None) -> t
             tail = (tail + text)[-8192:]
         returncode = process.wait()
     except BaseException:
-        # Ctrl-C reaches the child too: give it a moment to remove its staging folder.
+        # Interrupted: the child stops as after Ctrl-C (removing its staging folder), or is killed.
         try:
+            process.send_signal(signal.SIGINT)
             process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, OSError):
             process.kill()
             process.wait()
         raise
@@ -256,7 +279,9 @@ def run_streaming(command: list[str], log: TextIO, tty: bool | None = None) -> t
 def _spawn(command: list[str], environment: dict, tty: bool, log: TextIO):
     """The child process, a function reading its next output bytes (b"" at the end), and one closing the reader."""
     if not tty:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment, preexec_fn=_die_with_parent
+        )
         return process, lambda: process.stdout.read1(65536), process.stdout.close
     import fcntl
     import pty
@@ -270,7 +295,7 @@ def _spawn(command: list[str], environment: dict, tty: bool, log: TextIO):
     except (OSError, ValueError, AttributeError):
         pass  # the pseudo-terminal keeps its default size
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=environment)
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=environment, preexec_fn=_die_with_parent)
     finally:
         os.close(slave)
 
@@ -281,6 +306,34 @@ def _spawn(command: list[str], environment: dict, tty: bool, log: TextIO):
             return b""
 
     return process, read, lambda: os.close(master)
+
+
+def _die_with_parent() -> None:
+    """Linux: the extract is killed when the sweep dies, even by SIGKILL (no orphan keeps
+    extracting while a resumed sweep starts the same model again)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (e.g. a batch scheduler's) stops the sweep like Ctrl-C: the running extract is
+    stopped and the table so far printed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fill_records(warehouse: Path, rows: list[SweepRow]) -> None:

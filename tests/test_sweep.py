@@ -205,3 +205,36 @@ def test_killed_sweep_resumes_with_the_third_model(tiny_llama, tiny_gpt2, tiny_g
     again = run_cli("sweep", models_file, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS)
     assert again.exit_code == 0 and "3 models: 0 done, 3 skipped, 0 failed" in again.stdout
     assert committed_runs(warehouse) == runs
+
+
+def test_sigterm_stops_the_sweep_and_its_extract(tiny_llama, tiny_prompts, warehouse, tmp_path):
+    """SIGTERM to the sweep alone (as a batch scheduler sends it): the running extract is
+    stopped too (no orphan keeps extracting), the table so far is printed, exit code 130."""
+    models_file = tmp_path / "models.txt"
+    models_file.write_text(f"{tiny_llama}\n")
+    command = [sys.executable, "-m", "lensdb", "sweep", models_file, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    sweep = subprocess.Popen(list(map(str, command)), cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not staged(warehouse):  # the extract is running
+            assert sweep.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        sweep.send_signal(signal.SIGTERM)
+        stdout, stderr = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
+    assert sweep.returncode == 130, stderr
+    assert "lensdb: error: sweep interrupted; the models marked done are committed" in stderr
+    assert f"{tiny_llama}  -" in stderr and "failed: interrupted" in stderr
+    deadline = time.monotonic() + 30
+    while True:  # every process of the sweep's group has ended
+        try:
+            os.killpg(sweep.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the extract outlived the sweep"
+        time.sleep(0.1)
+    assert committed_runs(warehouse) == []

@@ -80,6 +80,14 @@ def test_two_ranks_write_the_records_of_one_process(tiny_llama, tiny_prompts, tm
     counted = lensdb.query("SELECT count(*) AS n FROM v1.records", warehouse).column("n").to_pylist()
     assert counted == [single.rows["records"]]
 
+    # An error of rank 0 before the ranks start (here: the run id is taken) stops every rank.
+    run_id = manifest["run_id"]
+    again = torchrun("-m", "lensdb", "extract", tiny_llama, "--prompts", tiny_prompts, "--warehouse", warehouse, "--run-id", run_id, *EXTRACT_ARGS)
+    assert again.returncode != 0
+    assert f"lensdb: error: run id {run_id} already exists in {warehouse}" in again.stderr
+    assert f"lensdb: error: rank 0 failed: run id {run_id} already exists in {warehouse}" in again.stderr
+    assert committed_runs(warehouse) == [run] and staged(warehouse) == []
+
 
 @pytest.mark.parametrize("how", ["raise", "exit"])
 def test_a_failed_rank_commits_nothing(tiny_llama, tiny_prompts, warehouse, how):

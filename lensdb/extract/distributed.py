@@ -24,12 +24,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import torch
 
 from lensdb.errors import LensdbError
 from lensdb.extract.pipeline import LastLayerCheck
+from lensdb.warehouse import layout
+from lensdb.warehouse.writer import RunWriter
 
 VOTE_TIMEOUT = timedelta(minutes=30)  # how long a rank that finished waits for the others
 T = TypeVar("T")
@@ -110,6 +113,20 @@ class Ranks:
         dist.all_gather_object(reports, report)
         return reports
 
+    def vote(self, report: RankReport, error: BaseException | None, abandon: Callable[[], None]) -> list[RankReport]:
+        """Every rank's report; if any rank failed, rank 0 calls `abandon()` (removing the
+        staging folder) before every rank raises: its own error, or the failed rank's."""
+        reports = self.gather(report)
+        failed = [r for r in reports if r.error is not None]
+        if failed:
+            if self.leader:
+                abandon()
+            self.barrier()  # the staging folder is gone before any rank exits
+            if error is not None:
+                raise error
+            raise LensdbError(f"rank {failed[0].rank} failed: {failed[0].error}; nothing was committed")
+        return reports
+
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist
@@ -159,6 +176,24 @@ def from_environment(requested_device: str = "auto") -> Ranks:
         backend=str(dist.get_backend()),
         owns_group=owns,
     )
+
+
+def shared_writer(ranks: Ranks, warehouse: Path, model: str, run_id: str | None) -> RunWriter:
+    """The run's writer on this rank. Rank 0 opens a new staging folder (and picks the run id
+    when `run_id` is None); every other rank gets a writer joining that folder, with its own
+    file names. An error on rank 0 is raised on every rank."""
+    opened: list[RunWriter] = []
+
+    def open_staging():
+        writer = RunWriter(warehouse, model, run_id or layout.new_run_id(), file_tag=ranks.file_tag)
+        writer.open()
+        opened.append(writer)
+        return writer.run_id, writer.staging.name
+
+    chosen_id, staging_name = ranks.from_leader(open_staging)
+    if ranks.leader:
+        return opened[0]
+    return RunWriter.join(warehouse, model, chosen_id, staging_name, file_tag=ranks.file_tag)
 
 
 def deal(costs: Sequence[int], n_ranks: int) -> list[list[int]]:

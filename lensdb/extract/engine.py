@@ -110,42 +110,25 @@ def extract(
     started = datetime.now(timezone.utc)
     options = _Options(specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed)
     with distributed.from_environment(device) as ranks:
-        leader_writer: list[RunWriter] = []
-
-        def open_staging():
-            writer = RunWriter(warehouse_path, source.name, requested_run_id or layout.new_run_id(), file_tag=ranks.file_tag)
-            writer.open()
-            leader_writer.append(writer)
-            return writer.run_id, writer.staging.name
-
-        run_id, staging_name = ranks.from_leader(open_staging)
-        if ranks.leader:
-            writer = leader_writer[0]
-        else:
-            writer = RunWriter.join(warehouse_path, source.name, run_id, staging_name, file_tag=ranks.file_tag)
+        writer = distributed.shared_writer(ranks, warehouse_path, source.name, requested_run_id)
+        run_id = writer.run_id
         try:
             share, error = None, None
             try:
                 if not ranks.leader:
-                    writer.open()
+                    writer.open()  # checks that this rank sees rank 0's staging folder
                 share = _extract_share(source, prompt_set, warehouse_path, options, ranks, writer)
                 if ranks.distributed:
                     writer.finish()  # every file closed before the vote
             except BaseException as exc:  # noqa: BLE001 - every rank votes, then raises
                 error = exc
-            reports = ranks.gather(
+            reports = ranks.vote(
                 distributed.RankReport(ranks.rank, None, share.check_facts, dict(writer.rows_written))
                 if error is None
-                else distributed.RankReport(ranks.rank, distributed.describe_error(error))
+                else distributed.RankReport(ranks.rank, distributed.describe_error(error)),
+                error,
+                abandon=writer.abort,
             )
-            failed = [report for report in reports if report.error is not None]
-            if failed:
-                if ranks.leader:
-                    writer.abort()
-                ranks.barrier()  # the staging folder is gone before any rank exits
-                if error is not None:
-                    raise error
-                raise LensdbError(f"rank {failed[0].rank} failed: {failed[0].error}; nothing was committed")
             check = distributed.combined_check(reports, share.ctx.check.flag_threshold_bits)
 
             def commit():

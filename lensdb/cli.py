@@ -48,6 +48,7 @@ def main():
     lensdb plot heatmap|curves|lenses --out F   figures (.png/.svg/.pdf/.html)
     lensdb report --out report.html             one self-contained HTML page
     lensdb train-lens MODEL      train a tuned lens (per-layer affine translators)
+    lensdb sweep MODELS.txt      extract a list of models, resuming where it stopped
     """
 
 
@@ -82,7 +83,9 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
     layer x position record (top-k tokens, entropy, gold-token probability and rank,
     KL to the final distribution, ...) is written as Parquet; the run becomes visible
     only once it is completely written. The summary goes to stdout (--json: as JSON;
-    --quiet: the run id alone); progress and logs go to stderr.
+    --quiet: the run id alone); progress and logs go to stderr. Under torchrun
+    (`torchrun --nproc-per-node N -m lensdb extract ...`) the ranks share the prompts
+    and commit one run together.
 
     \b
     Example:
@@ -110,6 +113,8 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
         seed=seed,
         progress=not quiet,
     )
+    if summary.rank != 0:  # under torchrun, rank 0 speaks for the run
+        return
     if as_json:
         click.echo(json.dumps(_summary_dict(summary)))
     elif quiet:
@@ -130,7 +135,7 @@ def _extract_summary(summary) -> str:
     lines = [
         f"run        {summary.run_id}",
         f"model      {summary.model}  ({summary.device}, {summary.dtype})",
-        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}",
+        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}" + (f"   ranks {summary.world_size}" if summary.world_size > 1 else ""),
         f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
@@ -540,6 +545,61 @@ def _train_summary(result) -> str:
         lines.append(f"  {row['layer']:>5} {shown}")
     lines.append(f"written    {result.path}")
     return "\n".join(lines)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("models_file", metavar="MODELS.txt", type=click.Path(dir_okay=False))
+@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set for every model (as for extract).")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="At the end, write every model's legacy files into this folder (as lensdb export --run).")
+@click.argument("extract_options", nargs=-1, type=click.UNPROCESSED, metavar="[EXTRACT OPTIONS]")
+def sweep(models_file, prompts, warehouse, export_dir, extract_options):
+    """Extract every model listed in MODELS.txt, one process per model.
+
+    MODELS.txt lists one model per line (a hub id or a model directory); '#' starts a
+    comment. A model that already has a committed run of the same prompt set and the same
+    settings is skipped, so a sweep that stopped resumes where it stopped. A failed model
+    does not stop the sweep; the exit code is 1 if any failed. EXTRACT OPTIONS are those of
+    `lensdb extract` (--lens, --top-k, --dtype, --device, --batch-size, ...) except
+    --run-id and --model-name.
+
+    \b
+    Example:
+      lensdb sweep models.txt --prompts capitals --lens norm,raw --export ./legacy-out
+    """
+    from lensdb.sweep import FAILED, format_table, sweep as run_sweep
+
+    rows = run_sweep(models_file, prompts=prompts, warehouse=warehouse, options=_sweep_options(extract_options), export_dir=export_dir)
+    click.echo(format_table(rows))
+    if any(row.status == FAILED for row in rows):
+        sys.exit(1)
+
+
+def _sweep_options(arguments):
+    """The sweep's extract options, parsed and checked by `lensdb extract`'s own parser."""
+    from lensdb.sweep import ExtractOptions
+
+    try:
+        with extract.make_context("lensdb extract", ["MODEL", *arguments]) as context:
+            params = context.params
+    except click.UsageError as exc:
+        raise click.UsageError(f"extract option: {exc.format_message()}") from None
+    for name, flag in (("run_id", "--run-id"), ("model_name", "--model-name")):
+        if params.get(name):
+            raise click.UsageError(f"{flag} names one run; a sweep extracts several models")
+    return ExtractOptions(
+        lenses=",".join(str(spec) for spec in params["lenses"]),
+        reference_lens=params["reference_lens"],
+        unembed=params["unembed"],
+        top_k=params["top_k"],
+        device=params["device"],
+        dtype=params["dtype"],
+        revision=params["revision"],
+        batch_size=params["batch_size"],
+        keep_residuals=params["keep_residuals"],
+        seed=params["seed"],
+        quiet=params["quiet"],
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ This module only orders the stages (see pipeline.py for the data flow):
 check the options -> load the model (model.py) -> build the lenses (lenses.py) ->
 prepare prompts and batches (batches.py) -> run the batches (pipeline.py), the writer
 thread (sink.py) writing Parquet into staging -> manifest -> atomic commit.
+Under torchrun, ranks share the batches and rank 0 commits once (distributed.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 import torch
 
 from lensdb.errors import LensdbError
+from lensdb.extract import distributed
 from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_strings
 from lensdb.extract.device import choose_device, choose_dtype
 from lensdb.extract.lenses import Unembedding, build_lenses, choose_unembedding_strategy
@@ -33,6 +35,7 @@ from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
 from lensdb.lenses import DEFAULT_LENSES, parse_lens_specs, reference_lens
 from lensdb.prompts import load_prompt_set
+from lensdb.run_settings import LensIdentity, RecordSettings
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
 
@@ -59,6 +62,8 @@ class RunSummary:
     last_layer_flagged: bool
     unembed_precision: str = "float32"
     timings: dict[str, float] = field(default_factory=dict)  # time.perf_counter() marks, e.g. "loaded_at"
+    rank: int = 0  # this process's rank under torchrun
+    world_size: int = 1  # processes that extracted the run
 
 
 def extract(
@@ -87,7 +92,8 @@ def extract(
     tuned:DIR, ...); `reference` names the lens kl_vs_norm_bits compares with (default norm);
     `unembed` is auto | float32 | split (lenses.Unembedding).
     The run is written to a staging folder and committed atomically at the end; on any
-    error nothing becomes visible.
+    error nothing becomes visible. Under torchrun (WORLD_SIZE > 1) every rank runs a share
+    of the batches into the same run, committed once by rank 0 (distributed.py).
     """
     specs = parse_lens_specs(lenses)
     reference = reference_lens(specs, reference)
@@ -99,73 +105,157 @@ def extract(
         raise LensdbError(f"--unembed {unembed}: choose auto, float32 or split")
     prompt_set = load_prompt_set(prompts)
     warehouse_path = layout.resolve_warehouse(warehouse)
-    run_id = layout.check_run_id(run_id) if run_id else layout.new_run_id()
+    requested_run_id = layout.check_run_id(run_id) if run_id else None
     source = resolve_source(model, revision, model_name)
     started = datetime.now(timezone.utc)
-    with RunWriter(warehouse_path, source.name, run_id) as writer:
-        t0 = time.perf_counter()
-        config = load_config(source)
-        check_causal_lm(config, source)
-        weight_bytes = estimate_weight_bytes(source, config)
-        chosen_device = choose_device(device, weight_bytes)
-        chosen_dtype = choose_dtype(dtype, chosen_device, getattr(config, "model_type", None), weight_bytes)
-        torch.manual_seed(seed)
-        loaded = load_model(source, config, chosen_device, chosen_dtype)
-        loaded_at = time.perf_counter()
-        load_seconds = loaded_at - t0
-        if top_k > loaded.d_vocab:
-            raise LensdbError(f"--top-k {top_k} exceeds the vocabulary size {loaded.d_vocab}")
-        t1 = time.perf_counter()
-        lens_objects = build_lenses(specs, loaded, warehouse_path)
-        strategy = choose_unembedding_strategy(unembed, loaded.unembed_weight)
-        prepared = prepare_prompts(loaded, prompt_set)
-        vocab = vocabulary_strings(loaded.tokenizer, loaded.d_vocab)
-        writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
-        writer.write("vocab", vocab_table(loaded.tokenizer, loaded.d_vocab, vocab), schema.VOCAB)
-        batch_size = batch_size or default_batch_size(loaded.device.type)
-        if chunk_bytes is None:
-            chunk_bytes = CHUNK_BYTES["cpu" if loaded.device.type == "cpu" else "gpu"]
-        ctx = RunContext(
-            model=loaded,
-            lenses=lens_objects,
-            reference=reference,
-            unembedding=Unembedding(loaded.unembed_weight, loaded.unembed_bias, strategy),
-            top_k=top_k,
-            batch_size=batch_size,
-            chunk_bytes=chunk_bytes,
-            keep_residuals=keep_residuals,
-            vocab=vocab,
-            prompt_ids=pa.array([p.prompt.id for p in prepared], pa.string()),
-            prompt_variants=pa.array([p.prompt.variant for p in prepared], pa.string()),
-            progress=progress,
-            check=LastLayerCheck(
-                flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
-            ),
-        )
-        with RecordSink(writer) as sink:
-            check = run_batches(ctx, make_batches(prepared, batch_size), sink)
-            sink.close()
-        facts = RunFacts(run_id, prompt_set, top_k, seed, started, datetime.now(timezone.utc), check)
-        path = writer.commit(manifest_table(ctx, facts), schema.MANIFEST)
-        extract_seconds = time.perf_counter() - t1  # the last Parquet writes and the commit included
-        rows = dict(writer.rows_written)
+    options = _Options(specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed)
+    with distributed.from_environment(device) as ranks:
+        writer = distributed.shared_writer(ranks, warehouse_path, source.name, requested_run_id)
+        run_id = writer.run_id
+        try:
+            share, error = None, None
+            try:
+                if not ranks.leader:
+                    writer.open()  # checks that this rank sees rank 0's staging folder
+                share = _extract_share(source, prompt_set, warehouse_path, options, ranks, writer)
+                if ranks.distributed:
+                    writer.finish()  # every file closed before the vote
+            except BaseException as exc:  # noqa: BLE001 - every rank votes, then raises
+                error = exc
+            reports = ranks.vote(
+                distributed.RankReport(ranks.rank, None, share.check_facts, dict(writer.rows_written))
+                if error is None
+                else distributed.RankReport(ranks.rank, distributed.describe_error(error)),
+                error,
+                abandon=writer.abort,
+            )
+            check = distributed.combined_check(reports, share.ctx.check.flag_threshold_bits)
+
+            def commit():
+                facts = RunFacts(
+                    run_id, prompt_set, top_k, seed, started, datetime.now(timezone.utc), check, share.settings_sha256, ranks.world_size
+                )
+                path = writer.commit(manifest_table(share.ctx, facts), schema.MANIFEST)
+                return path, sum(p.stat().st_size for p in path.rglob("*.parquet")), writer.rows_written.get("manifest", 0)
+
+            path, bytes_on_disk, manifest_rows = ranks.from_leader(commit)
+        finally:
+            if not writer.committed:
+                writer.abort()
+    extract_seconds = time.perf_counter() - share.extract_started  # the last Parquet writes and the commit included
+    rows = (distributed.summed_rows(reports) | {"manifest": manifest_rows}) if ranks.distributed else dict(writer.rows_written)
+    loaded = share.ctx.model
     return RunSummary(
         run_id=run_id,
         model=source.name,
         path=path,
         rows=rows,
-        n_prompts=len(prepared),
-        lenses=ctx.lens_names,
+        n_prompts=share.n_prompts,
+        lenses=share.ctx.lens_names,
         device=str(loaded.device),
-        dtype=str(chosen_dtype).removeprefix("torch."),
-        load_seconds=load_seconds,
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        load_seconds=share.load_seconds,
         extract_seconds=extract_seconds,
-        bytes_on_disk=sum(p.stat().st_size for p in path.rglob("*.parquet")),
+        bytes_on_disk=bytes_on_disk,
         last_layer_max_kl_bits=check.max_kl_bits,
         last_layer_flagged=check.flagged,
-        unembed_precision=ctx.unembedding.description,
-        timings={"loaded_at": loaded_at},
+        unembed_precision=share.ctx.unembedding.description,
+        timings={"loaded_at": share.loaded_at},
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
+
+
+@dataclass(frozen=True)
+class _Options:
+    """extract()'s options, checked, as the stages need them."""
+
+    specs: tuple
+    reference: str | None
+    top_k: int
+    device: str
+    dtype: str
+    revision: str | None
+    batch_size: int | None
+    keep_residuals: bool
+    seed: int
+    progress: bool
+    chunk_bytes: int | None
+    unembed: str
+
+
+@dataclass
+class _Share:
+    """One process's part of a run, written and closed."""
+
+    ctx: RunContext
+    n_prompts: int
+    settings_sha256: str
+    load_seconds: float
+    loaded_at: float
+    extract_started: float
+
+    @property
+    def check_facts(self) -> tuple[float, int, int]:
+        return (self.ctx.check.max_kl_bits, self.ctx.check.agreeing, self.ctx.check.prompts)
+
+
+def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, ranks, writer: RunWriter) -> _Share:
+    """Load the model, then run this rank's batches (all of them in a single process) into `writer`."""
+    t0 = time.perf_counter()
+    config = load_config(source)
+    check_causal_lm(config, source)
+    weight_bytes = estimate_weight_bytes(source, config)
+    chosen_device = ranks.device(choose_device(options.device, weight_bytes))
+    chosen_dtype = choose_dtype(options.dtype, chosen_device, getattr(config, "model_type", None), weight_bytes)
+    torch.manual_seed(options.seed)
+    loaded = load_model(source, config, chosen_device, chosen_dtype)
+    loaded_at = time.perf_counter()
+    if options.top_k > loaded.d_vocab:
+        raise LensdbError(f"--top-k {options.top_k} exceeds the vocabulary size {loaded.d_vocab}")
+    t1 = time.perf_counter()
+    lens_objects = build_lenses(options.specs, loaded, warehouse_path)
+    strategy = choose_unembedding_strategy(options.unembed, loaded.unembed_weight)
+    prepared = prepare_prompts(loaded, prompt_set)
+    vocab = vocabulary_strings(loaded.tokenizer, loaded.d_vocab)
+    if ranks.leader:
+        writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
+        writer.write("vocab", vocab_table(loaded.tokenizer, loaded.d_vocab, vocab), schema.VOCAB)
+    batch_size = options.batch_size or default_batch_size(loaded.device.type)
+    chunk_bytes = options.chunk_bytes or CHUNK_BYTES["cpu" if loaded.device.type == "cpu" else "gpu"]
+    ctx = RunContext(
+        model=loaded,
+        lenses=lens_objects,
+        reference=options.reference,
+        unembedding=Unembedding(loaded.unembed_weight, loaded.unembed_bias, strategy),
+        top_k=options.top_k,
+        batch_size=batch_size,
+        chunk_bytes=chunk_bytes,
+        keep_residuals=options.keep_residuals,
+        vocab=vocab,
+        prompt_ids=pa.array([p.prompt.id for p in prepared], pa.string()),
+        prompt_variants=pa.array([p.prompt.variant for p in prepared], pa.string()),
+        progress=options.progress and ranks.leader,
+        check=LastLayerCheck(
+            flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
+        ),
+    )
+    # The batches of a one-process run, dealt out whole: each batch's records stay the same.
+    batches = make_batches(prepared, batch_size)
+    mine = [batches[i] for i in ranks.share([sum(len(p.input_ids) for p in batch.prompts) for batch in batches])]
+    with RecordSink(writer) as sink:
+        run_batches(ctx, mine, sink)
+        sink.close()
+    settings = RecordSettings(
+        lenses=tuple(LensIdentity(lens.name, lens.kind, lens.describe().get("sha256")) for lens in lens_objects),
+        reference_lens=options.reference,
+        top_k=options.top_k,
+        dtype=options.dtype,
+        revision=options.revision,
+        unembed=options.unembed,
+        keep_residuals=options.keep_residuals,
+    )
+    return _Share(ctx, len(prepared), settings.sha256(), loaded_at - t0, loaded_at, t1)
 
 
 def default_batch_size(device_type: str) -> int:

@@ -24,7 +24,9 @@ class RunFacts:
     seed: int
     started: datetime
     finished: datetime
-    check: object  # pipeline.LastLayerCheck
+    check: object  # pipeline.LastLayerCheck, combined over every rank
+    settings_sha256: str | None = None  # run_settings.RecordSettings.sha256()
+    world_size: int = 1  # processes that extracted the run
 
 
 def manifest_table(ctx, facts: RunFacts) -> pa.Table:
@@ -82,6 +84,8 @@ def manifest_table(ctx, facts: RunFacts) -> pa.Table:
         "lens_details": json.dumps([lens.describe() for lens in ctx.lenses]),
         "reference_lens": ctx.reference,
         "unembed_precision": ctx.unembedding.description,
+        "settings_sha256": facts.settings_sha256,
+        "world_size": facts.world_size,
     }
     return pa.Table.from_pylist([row], schema=schema.MANIFEST)
 

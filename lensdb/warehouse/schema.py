@@ -85,6 +85,10 @@ MANIFEST = pa.schema(
         ("reference_lens", _str),
         ("unembed_precision", _str),  # "float32", or e.g. "float16 x2 split, float32 accumulation"
         ("source_files_sha256", _str),  # imported runs: sha256 of the legacy files' bytes (import-legacy skips a repeat)
+        # Hash of the options that change the records (lensdb/run_settings.py); `lensdb sweep`
+        # skips a model with a run of the same prompt-set and settings hashes. Null: legacy.
+        ("settings_sha256", _str),
+        ("world_size", _i32),  # processes that extracted the run (torchrun ranks); null: legacy
     ]
 )
 

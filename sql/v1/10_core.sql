@@ -54,6 +54,8 @@ CREATE SCHEMA IF NOT EXISTS v1;
 --   lens_details               JSON list of the run's lenses: name, kind, spec (tuned: sha256, origin)
 --   reference_lens             the lens kl_vs_norm_bits compares with (norm by default; NULL: none)
 --   unembed_precision          how lens logits were computed: float32, or a half-precision split
+--   settings_sha256            hash of the options that change records (lensdb sweep skips a repeat)
+--   world_size                 processes that extracted the run (torchrun ranks; NULL: legacy)
 --   is_latest                  the latest committed run of its model and prompt set
 CREATE OR REPLACE VIEW v1.runs AS
 SELECT * FROM v1_base.manifest;

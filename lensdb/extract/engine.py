@@ -7,6 +7,7 @@ Data flow: model -> residuals of a batch (capture) -> lens logits of a chunk of 
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import sys
 import time
@@ -23,7 +24,7 @@ import torch
 import lensdb as lensdb_package
 from lensdb.errors import LensdbError, PromptError
 from lensdb.extract import capture, lens as lens_math, stats as lens_stats
-from lensdb.extract.device import choose_device, choose_dtype
+from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
 from lensdb.extract.gold import GoldAlignment, align_gold, encode
 from lensdb.extract.model import (
     LoadedModel,
@@ -83,6 +84,9 @@ class RunSummary:
     last_layer_max_kl_bits: float
     last_layer_flagged: bool
     timings: dict[str, float] = field(default_factory=dict)  # time.perf_counter() marks, e.g. "loaded_at"
+    device_map: dict[str, str] = field(default_factory=dict)  # realised placement: module name -> device
+    load_peak_host_rss_bytes: int | None = None  # peak resident host memory while loading
+    peak_host_rss_bytes: int | None = None  # peak resident host memory of the whole run (load included)
 
 
 def extract(
@@ -102,6 +106,9 @@ def extract(
     seed: int = DEFAULT_SEED,
     progress: bool = False,
     chunk_bytes: int | None = None,
+    device_map: str | dict | None = None,
+    max_memory: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> RunSummary:
     """Extract every prompt x lens x layer x position record of `model` into the warehouse.
 
@@ -123,12 +130,17 @@ def extract(
         config = load_config(source)
         check_causal_lm(config, source)
         weight_bytes = estimate_weight_bytes(source, config)
-        chosen_device = choose_device(device, weight_bytes)
-        chosen_dtype = choose_dtype(dtype, chosen_device, getattr(config, "model_type", None), weight_bytes)
+        placement = choose_placement(device, weight_bytes, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+        if progress and (device == "auto" or placement.single_device is None):
+            print(f"lensdb: {placement.reason}", file=sys.stderr)
+        chosen_dtype = choose_dtype(dtype, placement.device_type, getattr(config, "model_type", None), weight_bytes)
         torch.manual_seed(seed)
-        loaded = load_model(source, config, chosen_device, chosen_dtype)
+        reset_peak_host_memory()
+        loaded = load_model(source, config, placement, chosen_dtype)
         loaded_at = time.perf_counter()
         load_seconds = loaded_at - t0
+        load_peak_rss = peak_host_memory_bytes()
+        chosen_device = loaded.device  # the lens device
         if top_k > loaded.d_vocab:
             raise LensdbError(f"--top-k {top_k} exceeds the vocabulary size {loaded.d_vocab}")
         t1 = time.perf_counter()
@@ -139,8 +151,10 @@ def extract(
         if chunk_bytes is None:
             chunk_bytes = CHUNK_BYTES["cpu" if chosen_device.type == "cpu" else "gpu"]
         check = _run_batches(loaded, prepared, vocab, writer, lenses, top_k, batch_size, keep_residuals, progress, chunk_bytes)
+        run_peak_rss = peak_host_memory_bytes()
         manifest = manifest_table(
-            loaded, prompt_set, run_id, lenses, top_k, seed, started, datetime.now(timezone.utc), check
+            loaded, prompt_set, run_id, lenses, top_k, seed, started, datetime.now(timezone.utc), check,
+            load_seconds=load_seconds, load_peak_host_rss_bytes=load_peak_rss, peak_host_rss_bytes=run_peak_rss,
         )
         path = writer.commit(manifest, schema.MANIFEST)
         extract_seconds = time.perf_counter() - t1  # the last Parquet writes and the commit included
@@ -160,6 +174,9 @@ def extract(
         last_layer_max_kl_bits=check.max_kl_bits,
         last_layer_flagged=check.flagged,
         timings={"loaded_at": loaded_at},
+        device_map=loaded.device_map,
+        load_peak_host_rss_bytes=load_peak_rss,
+        peak_host_rss_bytes=run_peak_rss,
     )
 
 
@@ -287,7 +304,9 @@ def _run_batches(
     with bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            output = capture.run_pass(model.bridge, hooks, [p.input_ids for p in batch], pad_id, model.device)
+            output = capture.run_pass(
+                model.bridge, hooks, [p.input_ids for p in batch], pad_id, model.input_device or model.device, lens_device=model.device
+            )
             rows = _row_index(batch)
             _write_lens_records(model, output, batch, rows, lenses, top_k, chunk_bytes, writer, vocab, prompt_ids, prompt_variants)
             _write_finals_and_consistency(model, output, batch, lenses, top_k, writer, vocab, check)
@@ -485,6 +504,10 @@ def manifest_table(
     started: datetime,
     finished: datetime,
     check: LastLayerCheck,
+    *,
+    load_seconds: float | None = None,
+    load_peak_host_rss_bytes: int | None = None,
+    peak_host_rss_bytes: int | None = None,
 ) -> pa.Table:
     half = model.dtype in (torch.float16, torch.bfloat16)
     norm_family = model.norm_class_names
@@ -534,6 +557,10 @@ def manifest_table(
         "last_layer_top1_agreement": check.top1_agreement,
         "last_layer_flagged": check.flagged,
         "legacy_blocks": None,
+        "device_map": json.dumps(model.device_map, sort_keys=True) if model.device_map else None,
+        "load_seconds": load_seconds,
+        "load_peak_host_rss_bytes": load_peak_host_rss_bytes,
+        "peak_host_rss_bytes": peak_host_rss_bytes,
     }
     return pa.Table.from_pylist([row], schema=schema.MANIFEST)
 

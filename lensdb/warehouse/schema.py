@@ -75,6 +75,11 @@ MANIFEST = pa.schema(
         ("last_layer_top1_agreement", _f64),
         ("last_layer_flagged", _bool),
         ("legacy_blocks", pa.list_(_str)),  # JSON blocks an imported legacy file had
+        # Where and how the model was loaded (extract runs; null for imported runs).
+        ("device_map", _str),  # JSON object: module name -> device ("cuda:0", "cpu", "disk"); {"": device} for one device
+        ("load_seconds", _f64),  # config, weights and bridge, up to the first prompt
+        ("load_peak_host_rss_bytes", pa.int64()),  # peak resident host memory while loading
+        ("peak_host_rss_bytes", pa.int64()),  # peak resident host memory of the run, load included
     ]
 )
 

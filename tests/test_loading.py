@@ -298,6 +298,8 @@ def test_auto_spreads_a_model_too_large_for_one_gpu_over_all(monkeypatch):
     assert placement.device_map == "auto"
     assert placement.max_memory == {i: 69 * GiB for i in range(3)}  # GPUs only: the bridge runs no GPU + offload mix
     assert "3 GPUs" in placement.reason
+    # The last GPU gets the unembedding: it keeps the lenses' float32 copy and logits free.
+    assert choose_placement("auto", 130 * GiB, lens_bytes=5 * GiB).max_memory == {0: 69 * GiB, 1: 69 * GiB, 2: 64 * GiB}
 
 
 def test_auto_falls_back_to_cpu_then_to_disk_offload(monkeypatch):

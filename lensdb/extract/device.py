@@ -103,8 +103,13 @@ def choose_placement(
     device_map: str | dict | None = None,
     max_memory: str | dict | None = None,
     offload_folder: str | Path | None = None,
+    lens_bytes: int = 0,
 ) -> Placement:
-    """The placement for `--device`, `--device-map`, `--max-memory` and `--offload-folder`."""
+    """The placement for `--device`, `--device-map`, `--max-memory` and `--offload-folder`.
+
+    `lens_bytes`: what the lens device holds beyond its share of the weights (the float32
+    unembedding); GPU budgets computed here keep it free on the last GPU, which accelerate
+    gives the unembedding."""
     budgets = parse_max_memory(max_memory)
     mapping = read_device_map(device_map) if device_map is not None else None
     folder = str(Path(offload_folder).expanduser()) if offload_folder is not None else None
@@ -118,13 +123,13 @@ def choose_placement(
             _require_cuda("--device-map")
         return Placement(device_type, mapping, budgets, folder, reason=f"device map from {device_map}")
     if requested == "auto" and mapping is None and budgets is None:
-        return auto_placement(weight_bytes, folder)
+        return auto_placement(weight_bytes, folder, lens_bytes)
     device_type = _requested_type(requested, mapping, budgets)
     if mapping is None and budgets is None:
         return Placement(device_type, {"": _single_device(device_type)}, None, folder, reason=f"{device_type} as requested")
     if device_type == "cuda":
         # Only GPU budgets: transformer-lens cannot run a GPU map that offloads to CPU or disk.
-        budgets = budgets or _gpu_budgets()
+        budgets = budgets or _gpu_budgets(lens_bytes)
         return Placement("cuda", mapping or "auto", budgets, folder, reason=f"{mapping or 'auto'} map over GPUs {_budget_text(budgets)}")
     if any(isinstance(key, int) for key in budgets or {}):
         raise ModelError(f"--max-memory names a GPU but the model runs on {device_type}")
@@ -134,7 +139,7 @@ def choose_placement(
     return Placement(device_type, mapping or "auto", budgets, folder, reason=f"{mapping or 'auto'} map on {device_type}")
 
 
-def auto_placement(weight_bytes: int, offload_folder: str | None = None) -> Placement:
+def auto_placement(weight_bytes: int, offload_folder: str | None = None, lens_bytes: int = 0) -> Placement:
     """One GPU if the model fits one, else all GPUs if it fits them together, else MPS, else the
     CPU, with disk offload for the weights host memory cannot hold."""
     needed = weight_bytes * HEADROOM + OVERHEAD_BYTES
@@ -145,7 +150,7 @@ def auto_placement(weight_bytes: int, offload_folder: str | None = None) -> Plac
         if free[best] >= needed:
             return Placement("cuda", {"": f"cuda:{best}"}, None, offload_folder,
                              reason=f"device auto: cuda:{best} ({weights} of weights, {_gib(free[best])} free)")
-        budgets = _gpu_budgets()
+        budgets = _gpu_budgets(lens_bytes)
         if len(free) > 1 and sum(budgets.values()) >= weight_bytes * HEADROOM:
             return Placement("cuda", "auto", budgets, offload_folder,
                              reason=f"device auto: {len(free)} GPUs ({weights} of weights, {_gib(sum(free))} free in all)")
@@ -197,10 +202,14 @@ def _requested_type(requested: str, mapping, budgets) -> str:
     return requested
 
 
-def _gpu_budgets() -> dict[int, int]:
-    """Free memory of every GPU less the 1 GiB reserve: the lens device (the GPU holding the
-    unembedding) also keeps the float32 unembedding and a chunk of logits."""
-    return {i: max(0, free - OVERHEAD_BYTES) for i, free in enumerate(_cuda_free_bytes())}
+def _gpu_budgets(lens_bytes: int = 0) -> dict[int, int]:
+    """Free memory of every GPU less the 1 GiB reserve (activations, allocator slack); the last
+    GPU, where accelerate puts the unembedding, also keeps `lens_bytes` free for the lenses."""
+    free = _cuda_free_bytes()
+    budgets = {i: max(0, bytes_free - OVERHEAD_BYTES) for i, bytes_free in enumerate(free)}
+    if budgets:
+        budgets[len(free) - 1] = max(0, budgets[len(free) - 1] - lens_bytes)
+    return budgets
 
 
 def _single_device(device_type: str) -> str:

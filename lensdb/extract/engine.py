@@ -29,6 +29,7 @@ from lensdb.extract.gold import GoldAlignment, align_gold, encode
 from lensdb.extract.model import (
     LoadedModel,
     check_causal_lm,
+    estimate_lens_bytes,
     estimate_weight_bytes,
     load_config,
     load_model,
@@ -130,7 +131,9 @@ def extract(
         config = load_config(source)
         check_causal_lm(config, source)
         weight_bytes = estimate_weight_bytes(source, config)
-        placement = choose_placement(device, weight_bytes, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+        placement = choose_placement(
+            device, weight_bytes, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder, lens_bytes=estimate_lens_bytes(config)
+        )
         if progress and (device == "auto" or placement.single_device is None):
             print(f"lensdb: {placement.reason}", file=sys.stderr)
         chosen_dtype = choose_dtype(dtype, placement.device_type, getattr(config, "model_type", None), weight_bytes)

@@ -164,6 +164,13 @@ def estimate_weight_bytes(source: ModelSource, config) -> int:
     return 2 * (12 * layers * d * d + 2 * vocab * d)
 
 
+def estimate_lens_bytes(config) -> int:
+    """Bytes the lenses keep on the lens device beyond the weights: the float32 unembedding
+    and one chunk of float32 logits (512 MiB on GPUs)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return 4 * (getattr(text, "hidden_size", 0) or 0) * (getattr(text, "vocab_size", 0) or 0) + (512 << 20)
+
+
 def load_model(source: ModelSource, config, placement: Placement | torch.device, dtype: torch.dtype) -> LoadedModel:
     """Load through the bridge with an accelerate device map: weights go from the checkpoint
     straight to their device(s), with no full host copy of the model first."""
@@ -186,6 +193,14 @@ def load_model(source: ModelSource, config, placement: Placement | torch.device,
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
         raise _load_error(source, exc) from None
     bridge.eval()
+    try:
+        return _prepare_lenses(source, config, bridge, placement, dtype)
+    except torch.OutOfMemoryError:
+        raise ModelError("out of memory preparing the float32 unembedding on the lens device: give the last GPU a smaller --max-memory budget") from None
+
+
+def _prepare_lenses(source: ModelSource, config, bridge, placement: Placement, dtype: torch.dtype) -> LoadedModel:
+    """The lens device (the unembedding's), and the unembedding and norms there, as float32."""
     cfg = bridge.cfg
     n_layers = int(cfg.n_layers)
     unembed = bridge.unembed._original_component

@@ -162,7 +162,7 @@ def test_manifest_records_load_time_and_host_memory(tiny_gpt2, tmp_path, tiny_pr
     row = manifest(warehouse, "r")
     assert row["load_seconds"] == pytest.approx(summary.load_seconds)
     assert 0 < row["load_seconds"] < wall
-    assert summary.timings["loaded_at"] - started == pytest.approx(row["load_seconds"], abs=0.5)
+    assert summary.timings["loaded_at"] - started == pytest.approx(row["load_seconds"], abs=2.0)
     assert row["load_peak_host_rss_bytes"] == summary.load_peak_host_rss_bytes
     assert row["peak_host_rss_bytes"] == summary.peak_host_rss_bytes
     # Peaks are bounded by what a sampler saw after loading and by the process's lifetime peak.
@@ -327,3 +327,11 @@ def test_explicit_device_maps_keep_to_the_requested_devices(monkeypatch):
         choose_placement("auto", 1 * GiB, max_memory="2=1GiB")
     with pytest.raises(ModelError, match="names a GPU"):
         choose_placement("cpu", 1 * GiB, max_memory="0=1GiB")
+
+
+def test_the_auto_pick_line_leaves_bad_input_one_line(tiny_llama, tmp_path):
+    from tests.conftest import write_jsonl
+
+    prompts = write_jsonl(tmp_path / "long.jsonl", [{"id": "long", "text": " ".join(["Tom loved his dog."] * 40)}])
+    result = run_cli("extract", tiny_llama, "--prompts", prompts, "--warehouse", tmp_path / "w")  # --device auto
+    assert_one_line_error(result, "more than the model's context")

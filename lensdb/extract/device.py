@@ -262,7 +262,7 @@ def _budget_text(budgets: dict) -> str:
 
 
 def _gib(n: float) -> str:
-    return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
 def _mps_available() -> bool:

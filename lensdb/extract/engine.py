@@ -134,8 +134,6 @@ def extract(
         placement = choose_placement(
             device, weight_bytes, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder, lens_bytes=estimate_lens_bytes(config)
         )
-        if progress and (device == "auto" or placement.single_device is None):
-            print(f"lensdb: {placement.reason}", file=sys.stderr)
         chosen_dtype = choose_dtype(dtype, placement.device_type, getattr(config, "model_type", None), weight_bytes)
         torch.manual_seed(seed)
         reset_peak_host_memory()
@@ -148,6 +146,9 @@ def extract(
             raise LensdbError(f"--top-k {top_k} exceeds the vocabulary size {loaded.d_vocab}")
         t1 = time.perf_counter()
         prepared = prepare_prompts(loaded, prompt_set)
+        if progress and (device == "auto" or placement.single_device is None):
+            # After the input checks, so that bad input still gets one line on stderr.
+            print(f"lensdb: {placement.reason}", file=sys.stderr)
         vocab = vocabulary_strings(loaded)
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
         batch_size = batch_size or default_batch_size(chosen_device.type)

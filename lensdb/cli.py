@@ -66,7 +66,10 @@ def _lens_specs(ctx, param, value: str):
 @click.option("--reference-lens", help="The lens every other lens is compared with (kl_vs_norm_bits) [default: norm, when in the run].")
 @click.option("--unembed", type=click.Choice(["auto", "float32", "split"]), default="auto", show_default=True, help="Unembedding precision strategy: float32 matmuls, or split (half-precision models on CUDA: float32 products from tensor-core matmuls). auto: split on CUDA for float16/bfloat16 models.")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True, help="Top tokens kept per record.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: cuda, then mps, then cpu, by a conservative memory-fit estimate.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: one GPU, else all GPUs, else mps, else cpu (with disk offload if host memory is short), by a conservative memory-fit estimate; it says what it chose.")
+@click.option("--device-map", metavar="auto|balanced|FILE.json", help="Spread the model over devices: auto or balanced (accelerate's strategies, over all GPUs, or CPU and disk with --device cpu), or a JSON file {module: device}.")
+@click.option("--max-memory", metavar="DEVICE=SIZE,...", help="Memory budgets per device, e.g. 0=75GiB,1=75GiB or cpu=200GiB (GPU index, cpu, mps, disk; B, KB/MB/GB, KiB/MiB/GiB); weights beyond the CPU budget go to disk.")
+@click.option("--offload-folder", metavar="DIR", type=click.Path(file_okay=False), help="Folder for disk-offloaded weights that must be re-saved (non-safetensors checkpoints).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32 (bfloat16 above ~30B parameters).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass [default: 8 on CPU and MPS, 32 on CUDA].")
@@ -76,7 +79,7 @@ def _lens_specs(ctx, param, value: str):
 @click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...).")
 @click.option("--quiet", is_flag=True, help="No progress bar; print only the run id.")
-def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
+def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
@@ -92,6 +95,8 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
       lensdb extract ../shared/fixtures/models/stories260K --prompts stories
       lensdb extract meta-llama/Meta-Llama-3-8B --prompts capitals --lens norm,raw
       RUN=$(lensdb extract ../shared/fixtures/models/stories260K --quiet)
+      lensdb extract meta-llama/Meta-Llama-3-70B --device-map auto --max-memory 0=75GiB,1=75GiB
+      lensdb extract meta-llama/Meta-Llama-3-70B --device cpu --max-memory cpu=64GiB --offload-folder /scratch/offload
     """
     from lensdb.extract.engine import extract as run_extract
 
@@ -104,6 +109,9 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
         unembed=unembed,
         top_k=top_k,
         device=device,
+        device_map=device_map,
+        max_memory=max_memory,
+        offload_folder=offload_folder,
         dtype=dtype,
         revision=revision,
         batch_size=batch_size,
@@ -135,13 +143,27 @@ def _extract_summary(summary) -> str:
     lines = [
         f"run        {summary.run_id}",
         f"model      {summary.model}  ({summary.device}, {summary.dtype})",
+        *([f"device map {_device_map_text(summary.device_map)}; lenses on {summary.device}"] if len(summary.device_map) > 1 else []),
         f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}" + (f"   ranks {summary.world_size}" if summary.world_size > 1 else ""),
         f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
+        f"host peak  load {_gb(summary.load_peak_host_rss_bytes)}, run {_gb(summary.peak_host_rss_bytes)} (resident memory)",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
         f"written    {shown_path(summary.path)}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
     ]
     return "\n".join(lines)
+
+
+def _gb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1e9:.2f} GB"
+
+
+def _device_map_text(device_map: dict[str, str]) -> str:
+    """Modules per device in first-seen order, e.g. `cuda:0 17 modules, cuda:1 16 modules`."""
+    counts: dict[str, int] = {}
+    for device in device_map.values():
+        counts[device] = counts.get(device, 0) + 1
+    return ", ".join(f"{device} {n} module{'s' if n > 1 else ''}" for device, n in counts.items())
 
 
 @main.command()

@@ -71,11 +71,15 @@ class Ranks:
         """Inserted in this rank's Parquet file names (none for a single process)."""
         return f"-rank{self.rank}" if self.distributed else ""
 
-    def device(self, chosen: torch.device) -> torch.device:
-        """Each rank on its own GPU: cuda:LOCAL_RANK."""
-        if self.distributed and chosen.type == "cuda":
-            return torch.device("cuda", self.local_rank)
-        return chosen
+    def placement(self, chosen):
+        """Each rank runs the whole model on its own GPU, cuda:LOCAL_RANK (device.Placement)."""
+        if not self.distributed or chosen.device_type != "cuda":
+            return chosen
+        if chosen.single_device is None:
+            raise LensdbError("under torchrun every rank runs the whole model on its own GPU: drop --device-map/--max-memory")
+        from dataclasses import replace
+
+        return replace(chosen, device_map={"": f"cuda:{self.local_rank}"}, reason=f"rank {self.rank}: cuda:{self.local_rank}")
 
     def share(self, costs: Sequence[int]) -> list[int]:
         """Indices of the batches (with these costs) that this rank runs."""

@@ -9,6 +9,7 @@ Under torchrun, ranks share the batches and rank 0 commits once (distributed.py)
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,10 +21,17 @@ import torch
 from lensdb.errors import LensdbError
 from lensdb.extract import distributed
 from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_strings
-from lensdb.extract.device import choose_device, choose_dtype
+from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
 from lensdb.extract.lenses import Unembedding, build_lenses, choose_unembedding_strategy
 from lensdb.extract.manifest import RunFacts, manifest_table
-from lensdb.extract.model import check_causal_lm, estimate_weight_bytes, load_config, load_model, resolve_source
+from lensdb.extract.model import (
+    check_causal_lm,
+    estimate_lens_bytes,
+    estimate_weight_bytes,
+    load_config,
+    load_model,
+    resolve_source,
+)
 from lensdb.extract.pipeline import (
     LAST_LAYER_KL_FLAG_BITS,
     LAST_LAYER_KL_FLAG_BITS_HALF,
@@ -64,6 +72,9 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)  # time.perf_counter() marks, e.g. "loaded_at"
     rank: int = 0  # this process's rank under torchrun
     world_size: int = 1  # processes that extracted the run
+    device_map: dict[str, str] = field(default_factory=dict)  # realised placement: module name -> device
+    load_peak_host_rss_bytes: int | None = None  # peak resident host memory while loading
+    peak_host_rss_bytes: int | None = None  # peak resident host memory of the whole run (load included)
 
 
 def extract(
@@ -85,12 +96,17 @@ def extract(
     chunk_bytes: int | None = None,
     reference: str | None = None,
     unembed: str = "auto",
+    device_map: str | dict | None = None,
+    max_memory: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> RunSummary:
     """Extract every prompt x lens x layer x position record of `model` into the warehouse.
 
     `lenses` is a list or comma string of lens specs (lensdb/lenses.py: norm, final_ln, raw,
     tuned:DIR, ...); `reference` names the lens kl_vs_norm_bits compares with (default norm);
-    `unembed` is auto | float32 | split (lenses.Unembedding).
+    `unembed` is auto | float32 | split (lenses.Unembedding). `device_map` (auto, balanced,
+    a JSON file or a dict), `max_memory` ("0=75GiB,cpu=200GiB" or a dict) and
+    `offload_folder` place the weights across devices (device.choose_placement).
     The run is written to a staging folder and committed atomically at the end; on any
     error nothing becomes visible. Under torchrun (WORLD_SIZE > 1) every rank runs a share
     of the batches into the same run, committed once by rank 0 (distributed.py).
@@ -108,7 +124,10 @@ def extract(
     requested_run_id = layout.check_run_id(run_id) if run_id else None
     source = resolve_source(model, revision, model_name)
     started = datetime.now(timezone.utc)
-    options = _Options(specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed)
+    options = _Options(
+        specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed,
+        device_map, max_memory, offload_folder,
+    )
     with distributed.from_environment(device) as ranks:
         writer = distributed.shared_writer(ranks, warehouse_path, source.name, requested_run_id)
         run_id = writer.run_id
@@ -133,7 +152,8 @@ def extract(
 
             def commit():
                 facts = RunFacts(
-                    run_id, prompt_set, top_k, seed, started, datetime.now(timezone.utc), check, share.settings_sha256, ranks.world_size
+                    run_id, prompt_set, top_k, seed, started, datetime.now(timezone.utc), check, share.settings_sha256, ranks.world_size,
+                    load_seconds=share.load_seconds, load_peak_host_rss_bytes=share.load_peak_rss, peak_host_rss_bytes=peak_host_memory_bytes(),
                 )
                 path = writer.commit(manifest_table(share.ctx, facts), schema.MANIFEST)
                 return path, sum(p.stat().st_size for p in path.rglob("*.parquet")), writer.rows_written.get("manifest", 0)
@@ -163,6 +183,9 @@ def extract(
         timings={"loaded_at": share.loaded_at},
         rank=ranks.rank,
         world_size=ranks.world_size,
+        device_map=loaded.device_map,
+        load_peak_host_rss_bytes=share.load_peak_rss,
+        peak_host_rss_bytes=peak_host_memory_bytes(),
     )
 
 
@@ -182,6 +205,9 @@ class _Options:
     progress: bool
     chunk_bytes: int | None
     unembed: str
+    device_map: str | dict | None
+    max_memory: str | dict | None
+    offload_folder: str | Path | None
 
 
 @dataclass
@@ -194,6 +220,7 @@ class _Share:
     load_seconds: float
     loaded_at: float
     extract_started: float
+    load_peak_rss: int | None = None
 
     @property
     def check_facts(self) -> tuple[float, int, int]:
@@ -206,17 +233,31 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
     config = load_config(source)
     check_causal_lm(config, source)
     weight_bytes = estimate_weight_bytes(source, config)
-    chosen_device = ranks.device(choose_device(options.device, weight_bytes))
-    chosen_dtype = choose_dtype(options.dtype, chosen_device, getattr(config, "model_type", None), weight_bytes)
+    placement = ranks.placement(
+        choose_placement(
+            options.device,
+            weight_bytes,
+            device_map=options.device_map,
+            max_memory=options.max_memory,
+            offload_folder=options.offload_folder,
+            lens_bytes=estimate_lens_bytes(config),
+        )
+    )
+    chosen_dtype = choose_dtype(options.dtype, placement.device_type, getattr(config, "model_type", None), weight_bytes)
     torch.manual_seed(options.seed)
-    loaded = load_model(source, config, chosen_device, chosen_dtype)
+    reset_peak_host_memory()
+    loaded = load_model(source, config, placement, chosen_dtype)
     loaded_at = time.perf_counter()
+    load_peak_rss = peak_host_memory_bytes()
     if options.top_k > loaded.d_vocab:
         raise LensdbError(f"--top-k {options.top_k} exceeds the vocabulary size {loaded.d_vocab}")
     t1 = time.perf_counter()
     lens_objects = build_lenses(options.specs, loaded, warehouse_path)
     strategy = choose_unembedding_strategy(options.unembed, loaded.unembed_weight)
     prepared = prepare_prompts(loaded, prompt_set)
+    if options.progress and ranks.leader and (options.device == "auto" or placement.single_device is None):
+        # After the input checks, so that bad input still gets one line on stderr.
+        print(f"lensdb: {placement.reason}", file=sys.stderr)
     vocab = vocabulary_strings(loaded.tokenizer, loaded.d_vocab)
     if ranks.leader:
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
@@ -255,7 +296,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
         unembed=options.unembed,
         keep_residuals=options.keep_residuals,
     )
-    return _Share(ctx, len(prepared), settings.sha256(), loaded_at - t0, loaded_at, t1)
+    return _Share(ctx, len(prepared), settings.sha256(), loaded_at - t0, loaded_at, t1, load_peak_rss)
 
 
 def default_batch_size(device_type: str) -> int:

@@ -27,6 +27,9 @@ class RunFacts:
     check: object  # pipeline.LastLayerCheck, combined over every rank
     settings_sha256: str | None = None  # run_settings.RecordSettings.sha256()
     world_size: int = 1  # processes that extracted the run
+    load_seconds: float | None = None  # config, weights and bridge, up to the first prompt
+    load_peak_host_rss_bytes: int | None = None
+    peak_host_rss_bytes: int | None = None
 
 
 def manifest_table(ctx, facts: RunFacts) -> pa.Table:
@@ -84,6 +87,10 @@ def manifest_table(ctx, facts: RunFacts) -> pa.Table:
         "lens_details": json.dumps([lens.describe() for lens in ctx.lenses]),
         "reference_lens": ctx.reference,
         "unembed_precision": ctx.unembedding.description,
+        "device_map": json.dumps(model.device_map, sort_keys=True) if model.device_map else None,
+        "load_seconds": facts.load_seconds,
+        "load_peak_host_rss_bytes": facts.load_peak_host_rss_bytes,
+        "peak_host_rss_bytes": facts.peak_host_rss_bytes,
         "settings_sha256": facts.settings_sha256,
         "world_size": facts.world_size,
     }

@@ -109,7 +109,8 @@ def run_batches(ctx: RunContext, batches: list[Batch], sink: RecordSink) -> Last
     bar = tqdm(total=total, unit="prompt", desc=model.source.name, file=sys.stderr, disable=None if ctx.progress else True)
     with bar:
         for batch in batches:
-            output = capture.run_pass(model.bridge, hooks, batch.sequences, pad_id, ctx.device)
+            # token ids go to the embedding's device; residuals and logits come back on the lens device
+            output = capture.run_pass(model.bridge, hooks, batch.sequences, pad_id, model.input_device or ctx.device, lens_device=ctx.device)
             lens_records(ctx, output, batch, sink)
             finals_and_consistency(ctx, output, batch, sink)
             if ctx.keep_residuals:

@@ -89,6 +89,11 @@ MANIFEST = pa.schema(
         # skips a model with a run of the same prompt-set and settings hashes. Null: legacy.
         ("settings_sha256", _str),
         ("world_size", _i32),  # processes that extracted the run (torchrun ranks); null: legacy
+        # Where and how the model was loaded (extract runs; null for imported runs).
+        ("device_map", _str),  # JSON object: module name -> device ("cuda:0", "cpu", "disk"); {"": device} for one device
+        ("load_seconds", _f64),  # config, weights and bridge, up to the first prompt
+        ("load_peak_host_rss_bytes", pa.int64()),  # peak resident host memory while loading
+        ("peak_host_rss_bytes", pa.int64()),  # peak resident host memory of the run, load included
     ]
 )
 

@@ -56,6 +56,10 @@ CREATE SCHEMA IF NOT EXISTS v1;
 --   unembed_precision          how lens logits were computed: float32, or a half-precision split
 --   settings_sha256            hash of the options that change records (lensdb sweep skips a repeat)
 --   world_size                 processes that extracted the run (torchrun ranks; NULL: legacy)
+--   device_map                 JSON: module -> device (cuda:0, cpu, disk) where the weights were placed
+--   load_seconds               config, weights and bridge, up to the first prompt
+--   load_peak_host_rss_bytes   peak resident host memory while loading
+--   peak_host_rss_bytes        peak resident host memory of the run, load included
 --   is_latest                  the latest committed run of its model and prompt set
 CREATE OR REPLACE VIEW v1.runs AS
 SELECT * FROM v1_base.manifest;

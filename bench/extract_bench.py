@@ -370,6 +370,18 @@ class LensModel:
     unembed_bias: object | None
     device: str
     final_norm: object = None  # the final norm, float32
+    # lensdb's `--unembed auto` on CUDA for half-precision models: the split product from the
+    # model's own half weight on the tensor cores (lensdb.extract.lens.project_split)
+    unembed_half: object | None = None
+
+    def unembed(self, normalized):
+        import torch.nn.functional as F
+
+        if self.unembed_half is not None:
+            from lensdb.extract.lens import project_split, tensor_core_matmul
+
+            return project_split(normalized, self.unembed_half, self.unembed_bias, tensor_core_matmul)
+        return F.linear(normalized, self.unembed_weight, self.unembed_bias)
 
     @property
     def n_layers(self) -> int:
@@ -403,6 +415,7 @@ def load_lens_model(model_dir: str, device: str, dtype: str = "float32") -> Lens
         unembed_bias=head.bias.detach().float() if getattr(head, "bias", None) is not None else None,
         device=device,
         final_norm=final_norm,
+        unembed_half=head.weight.detach() if device == "cuda" and dtype != "float32" else None,
     )
 
 
@@ -526,7 +539,6 @@ def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: i
     alive together, as in lensdb), then the statistics over the whole chunk (block_bytes 0) or
     over row blocks of about block_bytes of logits; returns the record count."""
     import torch
-    import torch.nn.functional as F
 
     n_layers, n_rows = residuals.shape[0], residuals.shape[1]
     final_log_probs = torch.log_softmax(final_logits, dim=-1)
@@ -539,7 +551,7 @@ def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: i
             logits = {}
             for lens in lenses:
                 normalized = torch.stack([lens_normalize(lm, lens, layer, residuals[layer, rows]) for layer in chunk_layers])
-                logits[lens] = F.linear(normalized, lm.unembed_weight, lm.unembed_bias)
+                logits[lens] = lm.unembed(normalized)
             for layer_index, block_rows in row_blocks(len(chunk_layers), logits[lenses[0]].shape[1], d_vocab, block_bytes):
                 norm_log_probs = None
                 for lens in lenses:

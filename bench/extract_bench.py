@@ -17,11 +17,28 @@ every 20 ms as (time.perf_counter(), bytes) pairs.
               `lensdb_over_floor`), and with the statistics over row blocks of lensdb's own
               block size (lensdb.extract.stats.BLOCK_BYTES), which keeps the logits in cache
               and is faster on CPU (`lensdb_over_blocked_floor`, the stricter comparison).
-  lensdb      lensdb.extract.engine.extract(model, lenses=("norm",), dtype="float32", ...)
+  lensdb      lensdb.extract.engine.extract(model, lenses=--lenses, dtype=--dtype, ...)
               end to end into a temporary warehouse. Its summary's load_seconds and
               extract_seconds are reported as they are; the time compared with the floor is
               the call's wall time minus load_seconds, which also counts the final Parquet
-              flush and the commit.
+              flush and the commit. On CUDA a thread samples the lens GPU's utilisation
+              every 250 ms (NVML through pynvml, else `nvidia-smi -lms 250`): the busy share
+              of the extract phase is the mean utilisation of the samples between the
+              summary's loaded_at mark and the end of extract (null without CUDA).
+  load        Loading alone, lensdb vs plain transformers, same device and dtype, each in a
+              fresh process with its libraries (and the model's transformers module)
+              imported first: lensdb.extract.model.load_model (config read before the clock
+              starts) vs AutoModelForCausalLM.from_pretrained(dir, dtype=..., device_map=
+              {"": device}). Seconds of the load call and the process's peak resident host
+              memory during it (Linux VmHWM, reset when the load starts; imported libraries
+              included). Alternating, --load-repeats times each; the fastest run and the
+              smallest peak of each side are kept. `--skip-load` leaves it out.
+  limit       The hardware limit: one bare matmul of every unembedding of the run (lensdb's
+              record count rows x d_model x d_vocab, random weights, in chunks of lensdb's
+              chunk budget) plus one pass over the logits' bytes (a max over each row), in
+              half precision on CUDA (float32 on CPU, whose half-precision matmuls are
+              slower than float32 ones). lensdb_over_hardware_limit = lensdb's extract
+              seconds / this.
   seed-style  The original experiment re-implemented: one prompt per forward pass, then a
               Python loop over layers x positions: norm + unembedding of one residual
               vector, softmax, torch.topk, one tokenizer.decode([id]) per listed token and
@@ -45,14 +62,27 @@ records + pure-next-token files) and (b) a CSV with the same content as lensdb's
 (top-20 at every position, the legacy records columns and dialect), written here from the
 lensdb run's records table (read with pyarrow).
 
-The default model is a GPT-2-small-shaped model with random weights (GPT2Config()
-defaults, 124M parameters, fixed seed) and the real GPT-2 tokenizer, built once into
-bench/out/models/gpt2-small-random; `--model DIR` uses any local model directory.
+Models (`--shape`, random weights, fixed seed, built once into bench/out/models/):
+  gpt2     GPT2Config() defaults (GPT-2 small, 124M parameters, float32) and the real GPT-2
+           tokenizer.
+  llama8b  Llama-3-8B's configuration (32 layers, d_model 4096, MLP 14336, 32 heads, 8 KV
+           heads, RoPE theta 500000, context 8192, untied head; bfloat16 like Meta's
+           checkpoint) with a vocabulary of 128,256: the GPT-2 tokenizer whose BPE
+           vocabulary is padded with unreachable entries `<|extra_N|>` up to id 128,255.
+           (Padding with *added* tokens instead makes the tokenizer take ~10 s to load,
+           which no real 128k tokenizer does, and would be counted in lensdb's load time.)
+`--scale-down` builds the same shape with 2 layers and d_model 256 (vocabulary unchanged), to
+check the code paths on a small machine; its numbers say nothing about the real shape.
+`--model DIR` uses any local model directory.
+
+Tokens/s is the prompts' positions (tokens, BOS included) over lensdb's extract seconds.
 
 Run (it is not a test):
 
     .venv/bin/python bench/extract_bench.py --n 64 --json
     .venv/bin/python bench/extract_bench.py --n 1000 --seed-style-n 64
+    .venv/bin/python bench/extract_bench.py --shape llama8b --n 256 --skip-seed-style --json
+    .venv/bin/python bench/extract_bench.py --shape llama8b --n 8 --scale-down --skip-seed-style
 """
 
 from __future__ import annotations
@@ -77,7 +107,11 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing lensdb
 
 OUT_DIR = BENCH_DIR / "out"
-DEFAULT_MODEL_DIR = OUT_DIR / "models" / "gpt2-small-random"
+MODELS_DIR = OUT_DIR / "models"
+SHAPES = {"gpt2": "gpt2-small-random", "llama8b": "llama8b-random"}
+LLAMA3_VOCAB = 128_256
+DTYPES = ("float32", "float16", "bfloat16")
+GPU_SAMPLE_SECONDS = 0.25
 GPT2_TOKENIZER_DIR = REPO.parent / "shared" / "fixtures" / "models" / "gpt2-tokenizer"
 MODEL_SEED = 0
 PROMPT_SET = "capitals"
@@ -117,30 +151,93 @@ TARGETS = {  # name: (limit, "max" = value must not exceed it, "min" = must reac
     "seed_over_lensdb": (2.5, "min"),
     "lensdb_peak_mem_beyond_weights_bytes": (1 << 30, "max"),
     "parquet_over_csv": (0.35, "max"),
+    "load_seconds_over_plain": (1.3, "max"),
+    "load_peak_host_rss_over_plain": (1.2, "max"),
+    "lensdb_over_hardware_limit": (4.0, "max"),  # the issue's target for the 8B shape on an H100
+    "gpu_busy_share": (0.85, "min"),  # CUDA only
 }
 
 
 # --------------------------------------------------------------------------- setup
 
 
-def ensure_model(model_dir: Path, tokenizer_dir: Path) -> Path:
-    """The random GPT-2-small model with the real GPT-2 tokenizer, built once."""
+def shape_model_dir(shape: str, scale_down: bool) -> Path:
+    return MODELS_DIR / (SHAPES[shape] + ("-scaled-down" if scale_down else ""))
+
+
+def ensure_model(model_dir: Path, tokenizer_dir: Path, shape: str = "gpt2", scale_down: bool = False) -> Path:
+    """The random model of `shape` with its tokenizer, built once (on the GPU when there is one)."""
     if (model_dir / "config.json").is_file():
         return model_dir
     import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     if not (tokenizer_dir / "tokenizer.json").is_file():
         sys.exit(f"the GPT-2 tokenizer is missing: {tokenizer_dir} (pass --tokenizer DIR, or --model DIR)")
-    log(f"building a random GPT-2-small model in {model_dir} (once)")
-    torch.manual_seed(MODEL_SEED)
-    model = GPT2LMHeadModel(GPT2Config()).eval()
+    log(f"building a random {shape}{' (scaled down)' if scale_down else ''} model in {model_dir} (once)")
     staging = model_dir.with_name(model_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if shape == "gpt2":
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(staging)
+        config, dtype = gpt2_config(scale_down), torch.float32
+    else:
+        bos = write_padded_tokenizer(tokenizer_dir, staging, LLAMA3_VOCAB)
+        config, dtype = llama8b_config(scale_down, bos), torch.bfloat16
+    torch.manual_seed(MODEL_SEED)
+    build_device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(build_device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     model.save_pretrained(staging)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(staging)
+    del model
     staging.rename(model_dir)
     return model_dir
+
+
+def gpt2_config(scale_down: bool):
+    from transformers import GPT2Config
+
+    return GPT2Config(n_layer=2, n_embd=64, n_head=2) if scale_down else GPT2Config()
+
+
+def llama8b_config(scale_down: bool, bos_id: int):
+    """Meta-Llama-3-8B's config.json values (vocabulary 128,256)."""
+    from transformers import LlamaConfig
+
+    size = dict(hidden_size=256, intermediate_size=896, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2)
+    if not scale_down:
+        size = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
+    return LlamaConfig(
+        **size,
+        vocab_size=LLAMA3_VOCAB,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
+    )
+
+
+def write_padded_tokenizer(source: Path, target: Path, vocab_size: int) -> int:
+    """The GPT-2 tokenizer with unreachable BPE vocabulary entries <|extra_N|> up to id
+    vocab_size - 1; returns its BOS id. Encoding is unchanged (no merge produces them)."""
+    data = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = data["model"]["vocab"]
+    taken = set(vocab.values()) | {token["id"] for token in data.get("added_tokens", [])}
+    for token_id in range(max(taken) + 1, vocab_size):
+        vocab[f"<|extra_{token_id}|>"] = token_id
+    (target / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    shutil.copyfile(source / "tokenizer_config.json", target / "tokenizer_config.json")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    if len(tokenizer) != vocab_size:
+        sys.exit(f"padded tokenizer has {len(tokenizer)} ids, expected {vocab_size}")
+    return tokenizer.bos_token_id
 
 
 def write_prompts(n: int, path: Path) -> Path:
@@ -269,35 +366,56 @@ class LensModel:
     tokenizer: object
     blocks: list
     lens_norms: list  # module applied at layer 0..n_layers
-    unembed_weight: object  # (d_vocab, d_model)
+    unembed_weight: object  # (d_vocab, d_model), float32 (lensdb's precision strategy)
     unembed_bias: object | None
     device: str
+    final_norm: object = None  # the final norm, float32
+    # lensdb's `--unembed auto` on CUDA for half-precision models: the split product from the
+    # model's own half weight on the tensor cores (lensdb.extract.lens.project_split)
+    unembed_half: object | None = None
+
+    def unembed(self, normalized):
+        import torch.nn.functional as F
+
+        if self.unembed_half is not None:
+            from lensdb.extract.lens import project_split, tensor_core_matmul
+
+            return project_split(normalized, self.unembed_half, self.unembed_bias, tensor_core_matmul)
+        return F.linear(normalized, self.unembed_weight, self.unembed_bias)
 
     @property
     def n_layers(self) -> int:
         return len(self.blocks)
 
 
-def load_lens_model(model_dir: str, device: str) -> LensModel:
+def load_lens_model(model_dir: str, device: str, dtype: str = "float32") -> LensModel:
+    """The model in `dtype` on `device`; lens norms and the unembedding in float32, as lensdb
+    computes them (residuals are widened to float32 before the norm)."""
+    import copy
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
-    model = model.to(device).eval()
+    device_map = {"": "cuda:0" if device == "cuda" else device}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), attn_implementation="eager", device_map=device_map)
+    model = model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     base = model.base_model
     blocks = list(_first_attribute(base, ("h", "layers")))
-    input_norms = [_first_attribute(block, ("ln_1", "input_layernorm")) for block in blocks]
-    final_norm = _first_attribute(base, ("ln_f", "norm", "final_layernorm"))
+    widen = (lambda module: copy.deepcopy(module).float()) if dtype != "float32" else (lambda module: module)
+    input_norms = [widen(_first_attribute(block, ("ln_1", "input_layernorm"))) for block in blocks]
+    final_norm = widen(_first_attribute(base, ("ln_f", "norm", "final_layernorm")))
     head = model.get_output_embeddings()
     return LensModel(
         model=model,
         tokenizer=tokenizer,
         blocks=blocks,
         lens_norms=input_norms + [final_norm],  # pre-norm: layer i -> block i's ln_1, last -> final norm
-        unembed_weight=head.weight.detach(),
-        unembed_bias=head.bias.detach() if getattr(head, "bias", None) is not None else None,
+        unembed_weight=head.weight.detach().float(),
+        unembed_bias=head.bias.detach().float() if getattr(head, "bias", None) is not None else None,
         device=device,
+        final_norm=final_norm,
+        unembed_half=head.weight.detach() if device == "cuda" and dtype != "float32" else None,
     )
 
 
@@ -372,7 +490,7 @@ def run_floor_phase(args) -> dict:
     import torch
 
     with MemorySampler(args.device) as sampler:
-        lm = load_lens_model(args.model, args.device)
+        lm = load_lens_model(args.model, args.device, args.dtype)
         loaded_at = mark_loaded(sampler, args.device)
         start = time.perf_counter()
         prompts = read_prompts(Path(args.prompts))
@@ -384,12 +502,14 @@ def run_floor_phase(args) -> dict:
                 batch = sequences[first : first + args.batch_size]
                 input_ids, attention_mask = pad_right(batch, pad_id, args.device)
                 residuals, final_logits = capture_residuals(lm, input_ids, attention_mask)
-                rows += floor_lens_statistics(lm, residuals, final_logits, args.chunk_bytes, args.floor_block_bytes)
+                rows += floor_lens_statistics(lm, residuals, final_logits, args.chunk_bytes, args.floor_block_bytes, args.lenses)
         synchronize(args.device)
         seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
         "records": rows,
+        "positions": sum(len(s) for s in sequences),
+        "n_layers": lm.n_layers,
         **sampler.beyond(loaded_at),
         **machine_facts(args.device),
     }
@@ -407,47 +527,63 @@ def pad_right(sequences: list[list[int]], pad_id: int, device: str):
     return input_ids.to(device), attention_mask.to(device)
 
 
-def chunk_shape(n_rows: int, n_layers: int, d_vocab: int, chunk_bytes: int) -> tuple[int, int]:
-    """(positions, layers) per chunk of float32 logits, as lensdb splits a batch."""
-    rows_per_chunk = max(1, chunk_bytes // (d_vocab * 4))
+def chunk_shape(n_rows: int, n_layers: int, d_vocab: int, chunk_bytes: int, n_lenses: int = 1) -> tuple[int, int]:
+    """(positions, layers) per chunk of float32 logits of every lens, as lensdb splits a batch."""
+    rows_per_chunk = max(1, chunk_bytes // (d_vocab * 4 * n_lenses))
     positions = min(n_rows, rows_per_chunk)
     return positions, min(n_layers, max(1, rows_per_chunk // positions))
 
 
-def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: int, block_bytes: int) -> int:
-    """Norm lens + unembedding of each chunk in one matmul, then the statistics over the whole
-    chunk (block_bytes 0) or over row blocks of about block_bytes of logits; returns the record count."""
+def floor_lens_statistics(lm: LensModel, residuals, final_logits, chunk_bytes: int, block_bytes: int, lenses=("norm",)) -> int:
+    """Lens norms + the unembedding of each chunk in one matmul per lens (every lens's logits
+    alive together, as in lensdb), then the statistics over the whole chunk (block_bytes 0) or
+    over row blocks of about block_bytes of logits; returns the record count."""
     import torch
-    import torch.nn.functional as F
 
     n_layers, n_rows = residuals.shape[0], residuals.shape[1]
     final_log_probs = torch.log_softmax(final_logits, dim=-1)
     d_vocab = lm.unembed_weight.shape[0]
-    positions, layers = chunk_shape(n_rows, n_layers, d_vocab, chunk_bytes)
+    positions, layers = chunk_shape(n_rows, n_layers, d_vocab, chunk_bytes, len(lenses))
     for row_start in range(0, n_rows, positions):
         rows = slice(row_start, row_start + positions)
         for layer_start in range(0, n_layers, layers):
             chunk_layers = range(layer_start, min(n_layers, layer_start + layers))
-            normalized = torch.stack([lm.lens_norms[layer](residuals[layer, rows]) for layer in chunk_layers])
-            logits = F.linear(normalized, lm.unembed_weight, lm.unembed_bias)
-            for block_logits, block_final in row_blocks(logits, final_log_probs[rows], block_bytes):
-                discarded_statistics(block_logits, block_final)
-    return n_layers * n_rows
+            logits = {}
+            for lens in lenses:
+                normalized = torch.stack([lens_normalize(lm, lens, layer, residuals[layer, rows]) for layer in chunk_layers])
+                logits[lens] = lm.unembed(normalized)
+            for layer_index, block_rows in row_blocks(len(chunk_layers), logits[lenses[0]].shape[1], d_vocab, block_bytes):
+                norm_log_probs = None
+                for lens in lenses:
+                    log_probs = discarded_statistics(logits[lens][layer_index, block_rows], final_log_probs[rows][block_rows], norm_log_probs)
+                    if lens == "norm":
+                        norm_log_probs = log_probs
+    return len(lenses) * n_layers * n_rows
 
 
-def row_blocks(logits, final_log_probs, block_bytes: int):
-    """(logits, final log-probs) of the whole chunk, or of blocks of rows of one layer."""
+def lens_normalize(lm: LensModel, lens: str, layer: int, residual):
+    """lensdb's lenses: norm (layer i -> block i's input norm, last layer -> final norm),
+    final_ln (the final norm everywhere), raw (none); in float32."""
+    residual = residual.float()
+    if lens == "raw":
+        return residual
+    return (lm.final_norm if lens == "final_ln" else lm.lens_norms[layer])(residual)
+
+
+def row_blocks(n_layers: int, n_rows: int, d_vocab: int, block_bytes: int):
+    """(layer index, row slice) of the whole chunk (all layers at once), or of blocks of rows of one layer."""
     if block_bytes <= 0:
-        yield logits, final_log_probs
+        yield slice(None), slice(None)
         return
-    block = max(1, block_bytes // (logits.shape[-1] * 4))
-    for layer_logits in logits:
-        for start in range(0, layer_logits.shape[0], block):
-            yield layer_logits[start : start + block], final_log_probs[start : start + block]
+    block = max(1, block_bytes // (d_vocab * 4))
+    for layer in range(n_layers):
+        for start in range(0, n_rows, block):
+            yield layer, slice(start, start + block)
 
 
-def discarded_statistics(logits, final_log_probs) -> None:
-    """log_softmax, entropy, top-20 and KL to the final distribution; the results are dropped."""
+def discarded_statistics(logits, final_log_probs, norm_log_probs=None):
+    """log_softmax, entropy, top-20, KL to the final distribution (and KL from the norm lens
+    for the other lenses); the results are dropped, the log-probs returned."""
     import torch
 
     log_probs = torch.log_softmax(logits, dim=-1)
@@ -455,41 +591,214 @@ def discarded_statistics(logits, final_log_probs) -> None:
     entropy_bits = -(probs * log_probs).sum(dim=-1) / LN2
     top_probs, top_ids = torch.topk(probs, TOP_K, dim=-1)
     kl_bits = (probs * (log_probs - final_log_probs)).sum(dim=-1) / LN2
+    if norm_log_probs is not None:
+        kl_vs_norm = (norm_log_probs.exp() * (norm_log_probs - log_probs)).sum(dim=-1) / LN2
+        del kl_vs_norm
     del entropy_bits, top_probs, top_ids, kl_bits
+    return log_probs
 
 
 # --------------------------------------------------------------------------- phase: lensdb
 
 
 def run_lensdb_phase(args) -> dict:
+    import pyarrow.dataset as ds
+
     from lensdb.extract.engine import extract
 
-    with MemorySampler(args.device) as sampler:
+    with MemorySampler(args.device) as sampler, GpuBusySampler(args.device) as gpu:
         start = time.perf_counter()
         summary = extract(
             args.model,
             prompts=args.prompts,
             warehouse=args.warehouse,
-            lenses=("norm",),
+            lenses=tuple(args.lenses),
             device=args.device,
-            dtype="float32",
+            dtype=args.dtype,
             batch_size=args.batch_size,
             progress=False,
         )
-        wall_seconds = time.perf_counter() - start
+        end = time.perf_counter()
+    wall_seconds = end - start
     records_dir = summary.path / "records"
+    positions = sum(ds.dataset(summary.path / "prompts", format="parquet").to_table(columns=["n_tokens"]).column("n_tokens").to_pylist())
     return {
         "load_seconds": summary.load_seconds,
         "extract_seconds": summary.extract_seconds,
         "wall_seconds": wall_seconds,
         "seconds": wall_seconds - summary.load_seconds,
         "records": summary.rows.get("records", 0),
+        "positions": positions,
         "rows": summary.rows,
         "run_path": str(summary.path),
         "parquet_bytes": summary.bytes_on_disk,
         "records_parquet_bytes": sum(p.stat().st_size for p in records_dir.rglob("*.parquet")),
         **sampler.beyond(summary.timings["loaded_at"]),
         "last_layer_max_kl_bits": summary.last_layer_max_kl_bits,
+        "device_map": getattr(summary, "device_map", None),
+        "load_peak_host_rss_bytes": getattr(summary, "load_peak_host_rss_bytes", None),
+        "peak_host_rss_bytes": getattr(summary, "peak_host_rss_bytes", None),
+        "gpu_busy": gpu.busy(summary.timings["loaded_at"], end),
+        **machine_facts(args.device),
+    }
+
+
+class GpuBusySampler:
+    """Utilisation of the lens GPU (cuda:0) every 250 ms: NVML through pynvml, else a
+    `nvidia-smi -lms 250` process; does nothing without CUDA."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.samples: list[tuple[float, float]] = []  # (time.perf_counter(), utilisation %)
+        self.source: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "GpuBusySampler":
+        if self.device != "cuda":
+            return self
+        gpu = _nvml_gpu_id(0)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(int(gpu)) if gpu.isdigit() else pynvml.nvmlDeviceGetHandleByUUID(gpu)
+            self.source = "pynvml"
+            self._thread = threading.Thread(target=self._nvml_loop, args=(pynvml, handle), daemon=True)
+        except Exception:  # noqa: BLE001 - no pynvml or no NVML: fall back to nvidia-smi
+            if shutil.which("nvidia-smi") is None:
+                return self
+            self.source = "nvidia-smi"
+            self._process = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", gpu, "-lms", str(int(GPU_SAMPLE_SECONDS * 1000))],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )
+            self._thread = threading.Thread(target=self._smi_loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _nvml_loop(self, pynvml, handle) -> None:
+        while not self._stop.wait(GPU_SAMPLE_SECONDS):
+            self.samples.append((time.perf_counter(), float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)))
+
+    def _smi_loop(self) -> None:
+        for line in self._process.stdout:
+            try:
+                self.samples.append((time.perf_counter(), float(line.strip())))
+            except ValueError:
+                continue
+
+    def busy(self, start: float, end: float) -> dict | None:
+        """Mean utilisation and the share of idle (0 %) samples between two perf_counter marks."""
+        window = [u for t, u in self.samples if start <= t <= end]
+        if self.source is None or not window:
+            return None
+        return {
+            "share": sum(window) / (100.0 * len(window)),
+            "idle_sample_share": sum(1 for u in window if u == 0) / len(window),
+            "samples": len(window),
+            "source": self.source,
+        }
+
+
+def _nvml_gpu_id(torch_index: int) -> str:
+    """NVML's index or UUID of torch's cuda:N (CUDA_VISIBLE_DEVICES renumbers devices)."""
+    visible = [part.strip() for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+    return visible[torch_index] if torch_index < len(visible) else str(torch_index)
+
+
+# --------------------------------------------------------------------------- phase: load
+
+
+def run_load_phase(args) -> dict:
+    """One load, lensdb or plain transformers, with the libraries imported before the clock starts."""
+    import psutil
+    import torch
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+    from transformers.utils import logging as hf_logging
+
+    from lensdb.extract.device import Placement, peak_host_memory_bytes, reset_peak_host_memory
+
+    hf_logging.disable_progress_bar()
+    dtype = getattr(torch, args.dtype)
+    target = "cuda:0" if args.device == "cuda" else args.device
+    config = AutoConfig.from_pretrained(args.model)
+    MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the model's transformers module now, for both sides
+    if args.load_variant == "lensdb":
+        import transformer_lens.model_bridge  # noqa: F401 - imported before the clock, like transformers
+
+        from lensdb.extract.model import load_config, load_model, resolve_source
+
+        source = resolve_source(str(args.model))
+        lensdb_config = load_config(source)
+    else:
+        from transformers import AutoModelForCausalLM
+    rss_before = psutil.Process().memory_info().rss
+    synchronize(args.device)
+    reset_peak_host_memory()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if args.load_variant == "lensdb":
+        loaded = load_model(source, lensdb_config, Placement(args.device, {"": target}), dtype)
+    else:
+        loaded = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, device_map={"": target})
+    synchronize(args.device)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = peak_host_memory_bytes()
+    del loaded
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # this process's CPU time: less sensitive than wall time to other processes
+        "peak_host_rss_bytes": peak,
+        "rss_before_load_bytes": rss_before,
+        **machine_facts(args.device),
+    }
+
+
+# --------------------------------------------------------------------------- phase: limit
+
+
+def run_limit_phase(args) -> dict:
+    """One bare matmul of every unembedding of the run, plus one pass over the logits' bytes."""
+    import torch
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(args.model)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    d_model, d_vocab = int(text.hidden_size), int(text.vocab_size)
+    dtype = torch.float16 if args.device == "cuda" else torch.float32
+    device = "cuda:0" if args.device == "cuda" else args.device
+    rows = args.limit_rows
+    chunk = max(1, min(rows, args.chunk_bytes // (d_vocab * dtype.itemsize)))
+    generator = torch.Generator(device=device).manual_seed(0)
+    weight = torch.randn(d_model, d_vocab, dtype=dtype, device=device, generator=generator)
+    inputs = torch.randn(chunk, d_model, dtype=dtype, device=device, generator=generator)
+    with torch.inference_mode():
+        (inputs @ weight).amax(dim=-1)  # warm-up: kernels chosen, memory allocated
+        synchronize(args.device)
+        start = time.perf_counter()
+        for first in range(0, rows, chunk):
+            logits = inputs[: min(chunk, rows - first)] @ weight
+            logits.amax(dim=-1)
+        synchronize(args.device)
+        seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "d_model": d_model,
+        "d_vocab": d_vocab,
+        "dtype": str(dtype).removeprefix("torch."),
+        "tflops": 2.0 * rows * d_model * d_vocab / seconds / 1e12,
+        "logits_bytes": rows * d_vocab * dtype.itemsize,
         **machine_facts(args.device),
     }
 
@@ -711,6 +1020,10 @@ def run_phase(phase: str, args, work: Path, label: str | None = None, **extra) -
         args.device,
         "--chunk-bytes",
         str(args.chunk_bytes),
+        "--lenses",
+        ",".join(args.lenses),
+        "--dtype",
+        args.dtype,
         "--result",
         str(result_path),
     ]
@@ -762,28 +1075,64 @@ def lens_statistics_block_bytes() -> int:
 def run_benchmark(args) -> dict:
     from lensdb.extract.engine import CHUNK_BYTES
 
-    args.model = ensure_model(Path(args.model), Path(args.tokenizer)) if args.model == str(DEFAULT_MODEL_DIR) else Path(args.model)
+    if args.model is None:
+        args.model = ensure_model(shape_model_dir(args.shape, args.scale_down), Path(args.tokenizer), args.shape, args.scale_down)
+    else:
+        args.model = Path(args.model)
     args.chunk_bytes = CHUNK_BYTES["cpu" if args.device == "cpu" else "gpu"]  # lensdb's own, per device
     args.floor_block_bytes = lens_statistics_block_bytes()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"run-n{args.n}-", dir=OUT_DIR))
     try:
         write_prompts(args.n, work / "prompts.jsonl")
+        load = None if args.skip_load else run_load_comparison(args, work)
         floor = run_phase("floor", args, work, floor_block_bytes=0)
         floor_blocked = run_phase("floor", args, work, "floor-blocked", floor_block_bytes=args.floor_block_bytes)
         lensdb_result = run_phase("lensdb", args, work, warehouse=work / "warehouse")
+        limit = run_phase("limit", args, work, limit_rows=lensdb_result["records"])
         log("writing lensdb's records as a legacy CSV (top-20 everywhere) ...")
         csv_same = write_same_content_csv(Path(lensdb_result["run_path"]) / "records", work / "same-content.csv")
         seed = None
         if not args.skip_seed_style:
             seed_n = min(args.seed_style_n or args.n, args.n)
             seed = run_phase("seed-style", args, work, seed_style_n=seed_n, csv_dir=work / "seed-style")
-        return summarize(args, floor, floor_blocked, lensdb_result, seed, csv_same, work)
+        result = summarize(args, floor, floor_blocked, lensdb_result, seed, csv_same, work)
+        result["load"] = load
+        result["hardware_limit"] = limit
+        result["lensdb_over_hardware_limit"] = lensdb_result["extract_seconds"] / limit["seconds"]
+        result["targets"] = check_targets(result)
+        return result
     finally:
         if args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_load_comparison(args, work: Path) -> dict:
+    """lensdb's load vs plain transformers', alternating; the fastest time and smallest peak of each."""
+    runs: dict[str, list[dict]] = {"plain": [], "lensdb": []}
+    for repeat in range(args.load_repeats):
+        for variant in ("plain", "lensdb"):
+            runs[variant].append(run_phase("load", args, work, f"load-{variant}-{repeat}", load_variant=variant))
+    best = {
+        variant: {
+            "seconds": min(r["seconds"] for r in results),
+            "cpu_seconds": min(r["cpu_seconds"] for r in results),
+            "peak_host_rss_bytes": min(r["peak_host_rss_bytes"] for r in results),
+            "rss_before_load_bytes": min(r["rss_before_load_bytes"] for r in results),
+            "all_seconds": [r["seconds"] for r in results],
+            "other_cpu_share": max(r["other_cpu_share"] for r in results),
+        }
+        for variant, results in runs.items()
+    }
+    return {
+        **best,
+        "seconds_over_plain": best["lensdb"]["seconds"] / best["plain"]["seconds"],
+        "cpu_seconds_over_plain": best["lensdb"]["cpu_seconds"] / best["plain"]["cpu_seconds"],
+        "peak_host_rss_over_plain": best["lensdb"]["peak_host_rss_bytes"] / best["plain"]["peak_host_rss_bytes"],
+        "repeats": args.load_repeats,
+    }
 
 
 def summarize(args, floor: dict, floor_blocked: dict, lensdb_result: dict, seed: dict | None, csv_same: int, work: Path) -> dict:
@@ -808,6 +1157,9 @@ def summarize(args, floor: dict, floor_blocked: dict, lensdb_result: dict, seed:
         "n_prompts": n,
         "batch_size": args.batch_size,
         "model": str(args.model),
+        "shape": None if args.model_given else args.shape + ("-scaled-down" if args.scale_down else ""),
+        "lenses": list(args.lenses),
+        "dtype": args.dtype,
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": lensdb_result["torch_threads"],
@@ -830,10 +1182,14 @@ def summarize(args, floor: dict, floor_blocked: dict, lensdb_result: dict, seed:
             "extract_seconds": lensdb_result["extract_seconds"],
             "wall_seconds": lensdb_result["wall_seconds"],
             "records": lensdb_result["records"],
+            "positions": lensdb_result["positions"],
             "rows": lensdb_result["rows"],
             "records_parquet_bytes": lensdb_result["records_parquet_bytes"],
             **_memory(lensdb_result),
             "last_layer_max_kl_bits": lensdb_result["last_layer_max_kl_bits"],
+            "device_map": lensdb_result["device_map"],
+            "load_peak_host_rss_bytes": lensdb_result["load_peak_host_rss_bytes"],
+            "peak_host_rss_bytes": lensdb_result["peak_host_rss_bytes"],
         },
         "seed_style": seed_summary,
         "other_cpu_share": {
@@ -843,6 +1199,9 @@ def summarize(args, floor: dict, floor_blocked: dict, lensdb_result: dict, seed:
             **({"seed_style": seed["other_cpu_share"]} if seed else {}),
         },
         "records_match": floor["records"] == lensdb_result["records"],
+        "tokens_per_second": lensdb_result["positions"] / lensdb_result["extract_seconds"],
+        "records_per_second": lensdb_result["records"] / lensdb_result["extract_seconds"],
+        "gpu_busy": lensdb_result["gpu_busy"],
         "lensdb_over_floor": lensdb_result["seconds"] / floor["seconds"],
         "lensdb_extract_seconds_over_floor": lensdb_result["extract_seconds"] / floor["seconds"],
         "lensdb_over_blocked_floor": lensdb_result["seconds"] / floor_blocked["seconds"],
@@ -860,7 +1219,6 @@ def summarize(args, floor: dict, floor_blocked: dict, lensdb_result: dict, seed:
         "records_parquet_over_csv": lensdb_result["records_parquet_bytes"] / csv_same,
         "parquet_over_csv_legacy_rule": lensdb_result["parquet_bytes"] / csv_legacy if csv_legacy else None,
     }
-    result["targets"] = check_targets(result)
     if args.keep:
         result["kept"] = str(work)
     return result
@@ -876,11 +1234,16 @@ def _phase_times(seconds: float, n: int) -> dict:
 
 
 def check_targets(result: dict) -> dict:
+    load, busy = result.get("load"), result.get("gpu_busy")
     values = {
         "lensdb_over_floor": result["lensdb_over_floor"],
         "seed_over_lensdb": result["seed_over_lensdb"],
         "lensdb_peak_mem_beyond_weights_bytes": result["peak_mem_beyond_weights_bytes"]["lensdb"],
         "parquet_over_csv": result["parquet_over_csv"],
+        "load_seconds_over_plain": load["seconds_over_plain"] if load else None,
+        "load_peak_host_rss_over_plain": load["peak_host_rss_over_plain"] if load else None,
+        "lensdb_over_hardware_limit": result.get("lensdb_over_hardware_limit"),
+        "gpu_busy_share": busy["share"] if busy else None,
     }
     checks = {}
     for name, (limit, kind) in TARGETS.items():
@@ -920,7 +1283,20 @@ def print_table(result: dict, stream) -> None:
     if busy:
         say("WARNING: other processes used the CPUs during " + ", ".join(f"{k} ({v:.0%})" for k, v in busy.items())
             + ": these timings are contended; run again on a quiet machine")
-    say(f"records: floor {floor['records']}, lensdb {lensdb_r['records']} ({'match' if result['records_match'] else 'MISMATCH'})")
+    say(f"records: floor {floor['records']}, lensdb {lensdb_r['records']} ({'match' if result['records_match'] else 'MISMATCH'}); "
+        f"{result['tokens_per_second']:,.0f} tokens/s, {result['records_per_second']:,.0f} records/s (lensdb extract)")
+    limit = result["hardware_limit"]
+    say(f"hardware limit: {limit['seconds']:.2f} s ({limit['rows']:,} x {limit['d_model']} x {limit['d_vocab']:,} {limit['dtype']} matmul "
+        f"+ one pass over the logits, {limit['tflops']:.1f} TFLOP/s); lensdb extract = {result['lensdb_over_hardware_limit']:.2f} x this")
+    busy = result["gpu_busy"]
+    if busy:
+        say(f"GPU busy during extract: {busy['share']:.0%} (idle in {busy['idle_sample_share']:.0%} of {busy['samples']} samples, {busy['source']})")
+    load = result["load"]
+    if load:
+        plain, ours = load["plain"], load["lensdb"]
+        say(f"load (best of {load['repeats']}): lensdb {ours['seconds']:.2f} s, peak host RSS {_mib(ours['peak_host_rss_bytes'])}; "
+            f"plain transformers {plain['seconds']:.2f} s, {_mib(plain['peak_host_rss_bytes'])} -> "
+            f"{load['seconds_over_plain']:.2f} x time ({load['cpu_seconds_over_plain']:.2f} x CPU time), {load['peak_host_rss_over_plain']:.2f} x RSS")
     mem = result["peak_mem_beyond_weights_bytes"]
     say(f"peak memory beyond weights: lensdb {_mib(mem['lensdb'])}, floor {_mib(mem['floor'])} ({machine['memory_measure']})")
     if machine["device"] != "cuda":
@@ -934,7 +1310,9 @@ def print_table(result: dict, stream) -> None:
     say("targets:")
     for name, check in result["targets"].items():
         value = check["value"]
-        shown = "n/a" if value is None else (_mib(value) if name.endswith("bytes") else f"{value:.3f}")
+        if value is None:
+            continue
+        shown = _mib(value) if name.endswith("bytes") else f"{value:.3f}"
         limit = _mib(check["limit"]) if name.endswith("bytes") else check["limit"]
         verdict = {True: "met", False: "NOT met", None: "not measured"}[check["met"]]
         say(f"  {name:<40}{shown:>12}  {'<=' if check['kind'] == 'max' else '>='} {limit}  {verdict}")
@@ -947,7 +1325,13 @@ def _mib(value: int) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-PHASES = {"floor": run_floor_phase, "lensdb": run_lensdb_phase, "seed-style": run_seed_style_phase}
+PHASES = {
+    "floor": run_floor_phase,
+    "lensdb": run_lensdb_phase,
+    "seed-style": run_seed_style_phase,
+    "load": run_load_phase,
+    "limit": run_limit_phase,
+}
 
 
 def parse_args(argv=None):
@@ -956,7 +1340,13 @@ def parse_args(argv=None):
     parser.add_argument("--n", type=int, default=64, help="the first N prompts of the capitals set (default 64)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: lensdb's for the device (8 on CPU, 32 on CUDA)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="a local model directory (default: random GPT-2 small)")
+    parser.add_argument("--shape", choices=tuple(SHAPES), default="gpt2", help="the random model to build and use (default gpt2)")
+    parser.add_argument("--scale-down", action="store_true", help="the shape with 2 layers and d_model 256 (64 for gpt2): a smoke test of the code paths")
+    parser.add_argument("--model", help="a local model directory instead of --shape")
+    parser.add_argument("--lenses", default="norm", help="comma list of lenses for lensdb and the floor (default norm)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype for lensdb and the floor (default float32)")
+    parser.add_argument("--skip-load", action="store_true", help="leave out the load comparison with plain transformers")
+    parser.add_argument("--load-repeats", type=int, default=2, help="loads of each side in the load comparison (default 2)")
     parser.add_argument("--tokenizer", default=str(GPT2_TOKENIZER_DIR), help="the GPT-2 tokenizer for the default model")
     parser.add_argument("--skip-seed-style", action="store_true", help="leave the slow seed-style loop out")
     parser.add_argument("--seed-style-n", type=int, help="run seed-style on the first M prompts only and extrapolate to N")
@@ -970,7 +1360,17 @@ def parse_args(argv=None):
     parser.add_argument("--csv-dir", help=argparse.SUPPRESS)
     parser.add_argument("--chunk-bytes", type=int, default=128 << 20, help=argparse.SUPPRESS)
     parser.add_argument("--floor-block-bytes", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--load-variant", choices=("plain", "lensdb"), help=argparse.SUPPRESS)
+    parser.add_argument("--limit-rows", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.lenses = [part.strip() for part in args.lenses.split(",") if part.strip()]
+    unknown = [lens for lens in args.lenses if lens not in ("norm", "final_ln", "raw")]
+    if unknown or not args.lenses:
+        parser.error(f"--lenses: unknown lens {', '.join(unknown) or '(none)'}: choose from norm, final_ln, raw")
+    args.lenses = sorted(dict.fromkeys(args.lenses), key=lambda lens: lens != "norm")  # lensdb's order: norm first
+    if args.load_repeats < 1:
+        parser.error("--load-repeats must be at least 1")
+    args.model_given = args.model is not None
     if args.seed_style_n is not None and args.seed_style_n < 1:
         parser.error("--seed-style-n must be at least 1")
     return args

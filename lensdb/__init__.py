@@ -21,12 +21,14 @@ def connect(warehouse=None, *, read_only=True):
     return _connect(warehouse, read_only=read_only)
 
 
-def query(sql, warehouse=None, *, format="arrow", allow_files=False):
-    """Run `sql` against the warehouse views; an Arrow table (or polars frame with format="polars").
+def query(sql, warehouse=None, *, format="arrow", latest=False, allow_files=False):
+    """Run `sql` against the warehouse views: an Arrow table, or a DataFrame with format="polars"
+    or format="pandas" (pandas must be installed). latest=True: every view shows only the latest
+    committed run of each model and prompt set (v1.latest_runs).
 
     The SQL may only read (SELECT, DESCRIBE, SHOW, ...) and reach only the warehouse's
     files, unless allow_files=True.
     """
     from lensdb.catalog import query as _query
 
-    return _query(sql, warehouse, format=format, allow_files=allow_files)
+    return _query(sql, warehouse, format=format, latest=latest, allow_files=allow_files)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lensdb.errors import DamagedRunsWarning, QueryError, WarehouseError
+from lensdb.errors import DamagedRunsWarning, MissingDependency, QueryError, WarehouseError
 from lensdb.resources import named_queries_dir, sql_dir
 from lensdb.warehouse import anchors, health, layout
 from lensdb.warehouse.health import DamagedRun
@@ -49,9 +49,33 @@ DAMAGED_TYPE = "STRUCT(model VARCHAR, run_id VARCHAR, folder VARCHAR, reason VAR
 # Part of the fingerprint: bump when the way the views are rendered changes.
 LAYOUT_VERSION = "2"
 STALE_TEMPORARY_SECONDS = 3600
-_HEADER_FIELD = re.compile(r"^--\s*(view|version|what|inputs):\s*(.*)$")
+FORMATS = ("arrow", "polars", "pandas")
+LATEST_ONLY_VARIABLE = "lensdb_latest_only"  # SET VARIABLE ... = true: every view keeps only v1.latest_runs' runs
+_HEADER_FIELD = re.compile(r"^(--\s*(view|version|what|inputs):\s*)(.*)$")
 _DEFINED = re.compile(r"CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([\w.]+)", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\{(ROOT|SKIP_RUNS|DAMAGED_RUNS)\}\}")
+_CREATE = re.compile(r"^CREATE\s+OR\s+REPLACE\s+(VIEW|MACRO)\s+([\w.]+)\s*(\([^)]*\))?(.*)$", re.IGNORECASE)
+_COLUMNS_START = re.compile(r"^--\s*columns:\s*(\S*)\s*$")
+_COLUMN_LINE = re.compile(r"^--(\s+)(\w+)\s{2,}(\S.*)$")
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One CREATE statement of a SQL file, with the `-- columns:` block just above it."""
+
+    name: str
+    kind: str  # "view", "table macro" or "macro" (a scalar helper)
+    parameters: str  # "(threshold := 0.95, ...)" for macros, "" for views
+    columns: dict[str, str]  # column -> one-line meaning
+    columns_as: str | None  # `-- columns: v1.other`: the same columns as another definition
+
+    @property
+    def public(self) -> bool:
+        return self.name.startswith("v1.")
+
+    @property
+    def signature(self) -> str:
+        return self.name + self.parameters
 
 
 @dataclass(frozen=True)
@@ -60,7 +84,12 @@ class SqlFile:
     text: str
     version: str
     what: str
-    defines: tuple[str, ...]
+    definitions: tuple[Definition, ...]
+    what_lines: tuple[str, ...] = ()  # the header's `what:` as written (line breaks, indentation)
+
+    @property
+    def defines(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.definitions)
 
     @property
     def sha256(self) -> str:
@@ -71,14 +100,15 @@ def sql_files(version: str = "v1") -> list[SqlFile]:
     files = []
     for path in sorted((sql_dir() / version).glob("*.sql")):
         text = path.read_text(encoding="utf-8")
-        header = _header(text)
+        header = _header_lines(text)
         files.append(
             SqlFile(
                 path=path,
                 text=text,
-                version=header.get("version", "?"),
-                what=header.get("what", ""),
-                defines=tuple(name for _kind, name in _DEFINED.findall(text)),
+                version=" ".join(header.get("version", ["?"])),
+                what=" ".join(line.strip() for line in header.get("what", [])),
+                definitions=tuple(_definitions(text)),
+                what_lines=tuple(header.get("what", [])),
             )
         )
     return files
@@ -86,18 +116,62 @@ def sql_files(version: str = "v1") -> list[SqlFile]:
 
 def _header(text: str) -> dict[str, str]:
     """The `-- key: value` lines at the top of a SQL file (continuation lines appended)."""
-    fields: dict[str, str] = {}
-    last = None
+    return {key: " ".join(line.strip() for line in lines) for key, lines in _header_lines(text).items()}
+
+
+def _header_lines(text: str) -> dict[str, list[str]]:
+    """The `-- key: value` lines at the top of a SQL file, each value's lines as written
+    (continuation lines keep their indentation relative to the value's first line)."""
+    fields: dict[str, list[str]] = {}
+    last, indent = None, 0
     for line in text.splitlines():
         if not line.startswith("--"):
             break
         match = _HEADER_FIELD.match(line)
         if match:
-            last = match.group(1)
-            fields[last] = match.group(2).strip()
+            last, indent = match.group(2), len(match.group(1))
+            fields[last] = [match.group(3).rstrip()]
         elif last:
-            fields[last] += " " + line.lstrip("- ").strip()
+            lead = line[2:indent]
+            fields[last].append(line[indent:].rstrip() if not lead.strip() else line[2:].strip())
     return fields
+
+
+def _definitions(text: str) -> list[Definition]:
+    definitions = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        match = _CREATE.match(line)
+        if not match:
+            continue
+        kind = "view" if match.group(1).upper() == "VIEW" else ("table macro" if re.search(r"\bAS\s+TABLE\b", match.group(4), re.IGNORECASE) else "macro")
+        comment = []
+        for above in reversed(lines[:number]):
+            if not above.startswith("--"):
+                break
+            comment.insert(0, above)
+        columns, columns_as = _column_docs(comment)
+        definitions.append(Definition(match.group(2), kind, match.group(3) or "", columns, columns_as))
+    return definitions
+
+
+def _column_docs(comment: list[str]) -> tuple[dict[str, str], str | None]:
+    """`-- columns:` then `--   name   meaning` lines (deeper-indented lines continue a meaning)."""
+    start = next((i for i, line in enumerate(comment) if _COLUMNS_START.match(line)), None)
+    if start is None:
+        return {}, None
+    same_as = _COLUMNS_START.match(comment[start]).group(1) or None
+    columns: dict[str, str] = {}
+    indent, last = None, None
+    for line in comment[start + 1 :]:
+        match = _COLUMN_LINE.match(line)
+        if match and (indent is None or len(match.group(1)) == indent):
+            indent, last = len(match.group(1)), match.group(2)
+            columns[last] = match.group(3).strip()
+        elif last and line[2:].strip():
+            columns[last] += " " + line[2:].strip()
+    return columns, same_as
+
 
 
 # ------------------------------------------------------------------ rendering the SQL
@@ -286,7 +360,9 @@ def connect(warehouse=None, *, read_only: bool = True):
     return session.con
 
 
-def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = False, quiet: bool = False) -> Session:
+def open_session(
+    warehouse=None, *, read_only: bool = True, sandbox: bool = False, quiet: bool = False, latest: bool = False
+) -> Session:
     import duckdb
 
     path = _existing_warehouse(warehouse)
@@ -307,6 +383,8 @@ def open_session(warehouse=None, *, read_only: bool = True, sandbox: bool = Fals
     else:
         con = _open_for_writing(root, damaged, fingerprint)
     _set_variables(con, damaged)
+    if latest:
+        latest_only(con)
     if quiet:
         con.execute("SET enable_progress_bar = false")  # stderr keeps to lensdb's own lines
     if sandbox:
@@ -336,7 +414,8 @@ def _root(warehouse: Path) -> Root:
 
 
 def _linked_root(warehouse: Path) -> Path:
-    """<temp>/lensdb-<uid>/roots/<hash>/: runs -> <warehouse>/runs, and _schema/ of its own."""
+    """<temp>/lensdb-<uid>/roots/<hash>/: runs -> <warehouse>/runs, lenses -> <warehouse>/lenses,
+    and _schema/ of its own."""
     base = Path(tempfile.gettempdir()) / f"lensdb-{_uid()}"
     folder = base / "roots" / hashlib.sha256(str(warehouse).encode("utf-8")).hexdigest()[:16]
     if not layout.glob_safe(str(folder)):
@@ -346,12 +425,13 @@ def _linked_root(warehouse: Path) -> Path:
         if base.stat().st_uid != _uid():
             raise WarehouseError(f"{base} belongs to another user; set TMPDIR to a folder of yours")
         base.chmod(0o700)
-        link = folder / layout.RUNS_DIR
-        target = warehouse / layout.RUNS_DIR
-        if not (link.is_symlink() and os.readlink(link) == str(target)):
-            temporary = folder / f".runs.{os.getpid()}-{secrets.token_hex(4)}"
-            os.symlink(target, temporary)
-            os.replace(temporary, link)
+        for name in (layout.RUNS_DIR, layout.LENSES_DIR):
+            link = folder / name
+            target = warehouse / name
+            if not (link.is_symlink() and os.readlink(link) == str(target)):
+                temporary = folder / f".{name}.{os.getpid()}-{secrets.token_hex(4)}"
+                os.symlink(target, temporary)
+                os.replace(temporary, link)
         anchors.write_schema_anchors(folder)
     except OSError as exc:
         raise WarehouseError(f"cannot read the warehouse {warehouse}: its schema files cannot be written there nor in {folder} ({exc.strerror or exc})") from None
@@ -554,18 +634,24 @@ def check_read_only_sql(sql: str) -> None:
         )
 
 
-def query(sql: str, warehouse=None, *, format: str = "arrow", allow_files: bool = False):
-    """Run SQL against the views; an Arrow table, or a polars DataFrame with format="polars".
+def query(sql: str, warehouse=None, *, format: str = "arrow", latest: bool = False, allow_files: bool = False):
+    """Run SQL against the views: an Arrow table, a polars DataFrame (format="polars") or a
+    pandas DataFrame (format="pandas", needs pandas). latest=True: every view shows only the
+    latest committed run of each model and prompt set (the runs of v1.latest_runs).
 
     By default the SQL may read the warehouse only: statements other than SELECT are
     refused and DuckDB cannot reach other files. `allow_files=True` lifts both.
     """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(repr(f) for f in FORMATS)}, got {format!r}")
+    if format == "pandas":
+        _require("pandas", "format='pandas'")
     path = _existing_warehouse(warehouse)
-    if committed_run_count(path) == 0:
+    if committed_run_count(path) == 0 and not list(path.glob("lenses/*/lens.parquet")):
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
     if not allow_files:
         check_read_only_sql(sql)
-    session = open_session(path, read_only=True, sandbox=not allow_files, quiet=True)
+    session = open_session(path, read_only=True, sandbox=not allow_files, quiet=True, latest=latest)
     try:
         table = session.run(sql, retry=not allow_files or _is_read_only(sql))
     finally:
@@ -575,6 +661,8 @@ def query(sql: str, warehouse=None, *, format: str = "arrow", allow_files: bool 
         import polars as pl
 
         return pl.from_arrow(table)
+    if format == "pandas":
+        return table.to_pandas()
     return table
 
 
@@ -584,6 +672,20 @@ def _is_read_only(sql: str) -> bool:
     except QueryError:
         return False
     return True
+
+
+def latest_only(con) -> None:
+    """From now on, every view of `con` shows only the latest committed run of each model and prompt set."""
+    con.execute(f"SET VARIABLE {LATEST_ONLY_VARIABLE} = true")
+
+
+def _require(module: str, what: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(f"{what} needs {module}, which is not installed: pip install {module}") from None
 
 
 def run_sql(con, sql: str, warehouse: Path) -> pa.Table:
@@ -673,3 +775,57 @@ def named_query(name: str) -> NamedQuery:
     if name not in queries:
         raise QueryError(f"unknown named query {name!r}; known: {', '.join(queries)}")
     return queries[name]
+
+
+# ---------------------------------------------------------------- describing the views
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Description:
+    definition: Definition
+    sql_file: SqlFile
+    columns: tuple[Column, ...]
+
+
+def definitions(version: str = "v1") -> dict[str, tuple[Definition, SqlFile]]:
+    return {d.name: (d, f) for f in sql_files(version) for d in f.definitions}
+
+
+def describe(name: str, version: str = "v1") -> Description:
+    """A public view's (or table macro's) columns: DuckDB's types and the SQL file's one-line meanings.
+
+    Needs no warehouse: the views are installed over an empty one (the columns come from the
+    schema files, not from the data).
+    """
+    import tempfile
+
+    import duckdb
+
+    known = definitions(version)
+    full = name if "." in name else f"{version}.{name}"
+    if full not in known or not known[full][0].public:
+        public = ", ".join(n for n, (d, _f) in known.items() if d.public and d.kind != "macro")
+        raise QueryError(f"no view {name!r} (views: {public})")
+    definition, sql_file = known[full]
+    if definition.kind == "macro":
+        raise QueryError(f"{full} is a scalar macro, not a view: {definition.signature}")
+    docs = definition.columns
+    if definition.columns_as:
+        docs = known[definition.columns_as][0].columns
+    with tempfile.TemporaryDirectory(prefix="lensdb-describe-") as empty:
+        con = duckdb.connect()
+        try:
+            install(Path(empty), con)
+            source = f"{full}()" if definition.kind == "table macro" else full
+            rows = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        finally:
+            con.close()
+    columns = tuple(Column(row[0], row[1], docs.get(row[0], "")) for row in rows)
+    return Description(definition, sql_file, columns)

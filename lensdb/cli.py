@@ -6,6 +6,8 @@ so `lensdb --help` and `lensdb query` start quickly.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 import textwrap
@@ -95,22 +97,34 @@ def main():
     \b
     lensdb extract MODEL         run a prompt set through a model, commit one run
     lensdb query "SQL"           query every run with the versioned v1 views
+    lensdb runs                  list the runs;  lensdb show RUN;  lensdb rm RUN
     lensdb export --out DIR      write the original experiment's JSON/CSV files
     lensdb import-legacy DIR     bring legacy output folders into the warehouse
+    lensdb plot heatmap|curves|lenses --out F   figures (.png/.svg/.pdf/.html)
+    lensdb report --out report.html             one self-contained HTML page
+    lensdb train-lens MODEL      train a tuned lens (per-layer affine translators)
+    lensdb sweep MODELS.txt      extract a list of models, resuming where it stopped
     """
 
 
-def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def _lens_specs(ctx, param, value: str):
+    from lensdb.lenses import parse_lens_specs
+
+    return parse_lens_specs(value)  # a bad lens is a one-line LensdbError, like every bad input
 
 
 @main.command()
 @click.argument("model")
 @click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_split_lenses, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm).")
+@click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_lens_specs, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm), tuned:DIR or tuned:NAME (a tuned lens: a folder in the tuned-lens format, or one stored with `lensdb train-lens --name`); ALIAS=tuned:... names the records.")
+@click.option("--reference-lens", help="The lens every other lens is compared with (kl_vs_norm_bits) [default: norm, when in the run].")
+@click.option("--unembed", type=click.Choice(["auto", "float32", "split"]), default="auto", show_default=True, help="Unembedding precision strategy: float32 matmuls, or split (half-precision models on CUDA: float32 products from tensor-core matmuls). auto: split on CUDA for float16/bfloat16 models.")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True, help="Top tokens kept per record.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: cuda, then mps, then cpu, by a conservative memory-fit estimate.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: one GPU, else all GPUs, else mps, else cpu (with disk offload if host memory is short), by a conservative memory-fit estimate; it says what it chose.")
+@click.option("--device-map", metavar="auto|balanced|FILE.json", help="Spread the model over devices: auto or balanced (accelerate's strategies, over all GPUs, or CPU and disk with --device cpu), or a JSON file {module: device}.")
+@click.option("--max-memory", metavar="DEVICE=SIZE,...", help="Memory budgets per device, e.g. 0=75GiB,1=75GiB or cpu=200GiB (GPU index, cpu, mps, disk; B, KB/MB/GB, KiB/MiB/GiB); weights beyond the CPU budget go to disk.")
+@click.option("--offload-folder", metavar="DIR", type=click.Path(file_okay=False), help="Folder for disk-offloaded weights that must be re-saved (non-safetensors checkpoints).")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32 (bfloat16 above ~30B parameters).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass [default: 8 on CPU and MPS, 32 on CUDA].")
@@ -118,19 +132,26 @@ def _split_lenses(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--run-id", help="Id of the new run [default: UTC time and a random suffix].")
 @click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")
 @click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, quiet):
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...).")
+@click.option("--quiet", is_flag=True, help="No progress bar; print only the run id.")
+def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
     layer x position record (top-k tokens, entropy, gold-token probability and rank,
     KL to the final distribution, ...) is written as Parquet; the run becomes visible
-    only once it is completely written.
+    only once it is completely written. The summary goes to stdout (--json: as JSON;
+    --quiet: the run id alone); progress and logs go to stderr. Under torchrun
+    (`torchrun --nproc-per-node N -m lensdb extract ...`) the ranks share the prompts
+    and commit one run together.
 
     \b
     Example:
       lensdb extract ../shared/fixtures/models/stories260K --prompts stories
       lensdb extract meta-llama/Meta-Llama-3-8B --prompts capitals --lens norm,raw
+      RUN=$(lensdb extract ../shared/fixtures/models/stories260K --quiet)
+      lensdb extract meta-llama/Meta-Llama-3-70B --device-map auto --max-memory 0=75GiB,1=75GiB
+      lensdb extract meta-llama/Meta-Llama-3-70B --device cpu --max-memory cpu=64GiB --offload-folder /scratch/offload
     """
     from lensdb.extract.engine import extract as run_extract
 
@@ -139,8 +160,13 @@ def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, b
         prompts=prompts,
         warehouse=warehouse,
         lenses=lenses,
+        reference=reference_lens,
+        unembed=unembed,
         top_k=top_k,
         device=device,
+        device_map=device_map,
+        max_memory=max_memory,
+        offload_folder=offload_folder,
         dtype=dtype,
         revision=revision,
         batch_size=batch_size,
@@ -150,34 +176,64 @@ def extract(model, prompts, warehouse, lenses, top_k, device, dtype, revision, b
         seed=seed,
         progress=not quiet,
     )
-    if not quiet:
-        click.echo(_extract_summary(summary), err=True)
+    if summary.rank != 0:  # under torchrun, rank 0 speaks for the run
+        return
+    if as_json:
+        click.echo(json.dumps(_summary_dict(summary)))
+    elif quiet:
+        click.echo(summary.run_id)
+    else:
+        click.echo(_extract_summary(summary))
+
+
+def _summary_dict(summary) -> dict:
+    fields = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary) if f.name != "timings"}
+    return fields | {"path": str(summary.path), "lenses": list(summary.lenses)}
 
 
 def _extract_summary(summary) -> str:
+    from lensdb.runs import shown_path
+
     check = "FLAGGED (see v1.last_layer_consistency)" if summary.last_layer_flagged else "ok"
     lines = [
         f"run        {summary.run_id}",
         f"model      {summary.model}  ({summary.device}, {summary.dtype})",
-        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}",
+        *([f"device map {_device_map_text(summary.device_map)}; lenses on {summary.device}"] if len(summary.device_map) > 1 else []),
+        f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}" + (f"   ranks {summary.world_size}" if summary.world_size > 1 else ""),
         f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
+        f"host peak  load {_gb(summary.load_peak_host_rss_bytes)}, run {_gb(summary.peak_host_rss_bytes)} (resident memory)",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
-        f"written    {summary.path}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
+        f"written    {shown_path(summary.path)}  ({summary.bytes_on_disk / 1e6:.1f} MB)",
     ]
     return "\n".join(lines)
+
+
+def _gb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1e9:.2f} GB"
+
+
+def _device_map_text(device_map: dict[str, str]) -> str:
+    """Modules per device in first-seen order, e.g. `cuda:0 17 modules, cuda:1 16 modules`."""
+    counts: dict[str, int] = {}
+    for device in device_map.values():
+        counts[device] = counts.get(device, 0) + 1
+    return ", ".join(f"{device} {n} module{'s' if n > 1 else ''}" for device, n in counts.items())
 
 
 @main.command()
 @click.argument("sql", required=False)
 @click.option("--file", "sql_file", type=click.Path(), help="Read the SQL from a file (UTF-8).")
 @click.option("--name", help="Run a named query shipped with lensdb (see --list).")
+@click.option("--latest", is_flag=True, help="Every view shows only the latest committed run of each model and prompt set.")
 @click.option("--list", "list_only", is_flag=True, help="List the named queries and the v1 views, then exit.")
+@click.option("--all", "list_all", is_flag=True, help="With --list: also the helper macros.")
+@click.option("--describe", metavar="VIEW", help="List a view's columns, their types and meanings, then exit.")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="json is an array of row objects; parquet needs --out.")
 @click.option("--out", type=click.Path(), help="Write the result to this file instead of stdout (its folder must exist).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--allow-files", is_flag=True, help="Let the SQL use all of DuckDB: any statement (COPY, ATTACH, ...) and any file. Without it, only read-only statements run and DuckDB reads the warehouse only.")
-def query(sql, sql_file, name, list_only, output_format, out, warehouse, allow_files):
+def query(sql, sql_file, name, latest, list_only, list_all, describe, output_format, out, warehouse, allow_files):
     """Run SQL against every committed run, with the versioned v1 views.
 
     The SQL is read-only by default: SELECT (FROM, WITH, VALUES, DESCRIBE, SHOW,
@@ -185,22 +241,31 @@ def query(sql, sql_file, name, list_only, output_format, out, warehouse, allow_f
     that. Damaged runs are left out of every view, with one warning line (v1.damaged_runs).
 
     \b
-    Views: v1.runs, v1.prompts, v1.records, v1.pure_next_token, v1.diagnostics,
-    v1.control_summary, v1.ablation_summary, v1.raw_lens_check, v1.raw_lens_summary,
-    v1.last_layer_consistency, v1.final_predictions, v1.residuals; macros
-    v1.diagnostics_with(threshold, margin, k) and v1.pure_next_token_with(...).
+    Views: v1.runs, v1.latest_runs, v1.prompts, v1.records, v1.pure_next_token,
+    v1.diagnostics, v1.control_summary, v1.ablation_summary, v1.raw_lens_check,
+    v1.raw_lens_summary, v1.last_layer_consistency, v1.final_predictions, v1.residuals,
+    v1.vocab, v1.lenses; macros v1.diagnostics_with(threshold, margin, k) and
+    v1.pure_next_token_with(...). `--describe VIEW` lists a view's columns.
 
     \b
     Examples:
       lensdb query "SELECT model, L_semantic FROM v1.diagnostics WHERE lens = 'norm'"
-      lensdb query --name semantic_collapse --format csv --out collapse.csv
+      lensdb query --latest --name semantic_collapse --format csv --out collapse.csv
       lensdb query "FROM v1.diagnostics_with(threshold := 0.9, k := 2)"
+      lensdb query --describe v1.diagnostics
     """
     from lensdb import catalog
     from lensdb.output import check_output_file, read_text_file, write_result
 
     if list_only:
-        click.echo(_listing(catalog))
+        click.echo(_listing(catalog, list_all))
+        return
+    if describe:
+        description = catalog.describe(describe)
+        if output_format == "table" and not out:
+            click.echo(_description(description))
+        else:
+            write_result(_description_table(description), output_format, out)
         return
     given = [x for x in (sql, sql_file, name) if x]
     if len(given) != 1:
@@ -213,24 +278,61 @@ def query(sql, sql_file, name, list_only, output_format, out, warehouse, allow_f
         raise click.UsageError("--format parquet needs --out FILE")
     if out:
         check_output_file(out, "--out")
-    table = catalog.query(sql, warehouse, allow_files=allow_files)
+    table = catalog.query(sql, warehouse, latest=latest, allow_files=allow_files)
     write_result(table, output_format, out)
 
 
-def _listing(catalog) -> str:
+def _listing(catalog, show_all: bool) -> str:
     lines = ["Named queries (lensdb query --name NAME):"]
+    width = max(len(name) for name in catalog.named_queries())
     for named in catalog.named_queries().values():
-        lines.append(f"  {named.name:<22} {named.description}")
-    lines.append("")
-    lines.append("Views and macros, by SQL file:")
+        lines += textwrap.wrap(named.description, 96, initial_indent=f"  {named.name:<{width}}  ", subsequent_indent=" " * (width + 4))
+    lines += ["", "Views and table macros, by SQL file (lensdb query --describe VIEW lists the columns):"]
+    helpers = []
     for sql_file in catalog.sql_files():
-        public = [name for name in sql_file.defines if name.startswith("v1.")]
+        public = [d for d in sql_file.definitions if d.public and d.kind != "macro"]
+        helpers += [d for d in sql_file.definitions if d.public and d.kind == "macro"]
         if not public:
             continue
-        lines.append(f"  {sql_file.path.name} (version {sql_file.version})")
-        lines.extend(textwrap.wrap(", ".join(public), 96, initial_indent="      ", subsequent_indent="      "))
-        lines.extend(textwrap.wrap(sql_file.what, 96, initial_indent="      ", subsequent_indent="      "))
+        lines += ["", f"  {sql_file.path.name} (version {sql_file.version})"]
+        lines += textwrap.wrap(", ".join(d.signature for d in public), 96, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
+        lines += [f"    {line}".rstrip() for line in sql_file.what_lines]
+    if show_all:
+        lines += ["", "Helper macros (scalar, usable in any query):"]
+        lines += [f"  {d.signature}" for d in helpers]
+    else:
+        lines += ["", f"({len(helpers)} helper macros not shown: --list --all)"]
     return "\n".join(lines)
+
+
+def _description(description) -> str:
+    from lensdb.output import terminal_width
+
+    definition, sql_file = description.definition, description.sql_file
+    kind = "table macro " + definition.signature if definition.kind == "table macro" else "view"
+    lines = [f"{definition.name}: {kind}, sql/{sql_file.path.parent.name}/{sql_file.path.name} version {sql_file.version}"]
+    name_width = max(len("column"), *(len(c.name) for c in description.columns))
+    type_width = max(len("type"), *(len(c.type) for c in description.columns))
+    indent = name_width + type_width + 4
+    lines.append(f"{'column':<{name_width}}  {'type':<{type_width}}  meaning")
+    meaning_width = max(30, terminal_width() - indent)
+    for column in description.columns:
+        wrapped = textwrap.wrap(column.meaning, meaning_width) or [""]
+        lines.append(f"{column.name:<{name_width}}  {column.type:<{type_width}}  {wrapped[0]}".rstrip())
+        lines += [" " * indent + more for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _description_table(description):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "column": [c.name for c in description.columns],
+            "type": [c.type for c in description.columns],
+            "meaning": [c.meaning for c in description.columns],
+        }
+    )
 
 
 @main.command()
@@ -240,7 +342,8 @@ def _listing(catalog) -> str:
 @click.option("--out", required=True, type=click.Path(), help="Folder to write the files into (created if missing; its parent must exist).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--without-variant", is_flag=True, help="CSVs without the prompt_variant column (the seed documents' schema).")
-def export(run_id, model, lens, out, warehouse, without_variant):
+@click.option("--latest", is_flag=True, help="The latest committed run of each model (of --model's model): the default without --run.")
+def export(run_id, model, lens, out, warehouse, without_variant, latest):
     """Write the original experiment's files of committed runs.
 
     Per run: output-<model>.json, output-<model>-records.csv and
@@ -256,6 +359,8 @@ def export(run_id, model, lens, out, warehouse, without_variant):
 
     if run_id and model:
         raise click.UsageError("give --run or --model, not both")
+    if run_id and latest:
+        raise click.UsageError("give --run or --latest, not both")
     check_output_folder(out, "--out")
     for path in run_export(out, warehouse=warehouse, run_id=run_id, model=model, lens=lens, with_variant=not without_variant):
         click.echo(str(path))
@@ -264,17 +369,320 @@ def export(run_id, model, lens, out, warehouse, without_variant):
 @main.command("import-legacy")
 @click.argument("folder", type=click.Path())
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def import_legacy(folder, warehouse):
+@click.option("--force", is_flag=True, help="Import files again even if the same files were imported before.")
+def import_legacy(folder, warehouse, force):
     """Import a legacy output folder: one committed run per model.
 
     FOLDER holds output-<model>.json, output-<model>-records.csv and
     output-<model>-pure-next-token.csv for one or more models. Every file is checked
-    before anything is written; on any error nothing is imported.
+    before anything is written; on any error nothing is imported. A model whose files
+    (by content) were imported before is not imported again unless --force.
     """
     from lensdb.legacy.importer import import_legacy as run_import
 
-    for imported in run_import(folder, warehouse):
-        click.echo(f"{imported.model}  run {imported.run_id}  ({imported.rows.get('records', 0):,} records)")
+    for imported in run_import(folder, warehouse, force=force):
+        if imported.already_imported:
+            click.echo(f"{imported.model}  already imported as run {imported.run_id}  (--force imports it again)")
+        else:
+            click.echo(f"{imported.model}  run {imported.run_id}  ({imported.rows.get('records', 0):,} records)")
+
+
+@main.command("runs")
+@click.option("--model", help="Only this model's runs (hub id, or the part after its last '/').")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="csv and json add bytes_on_disk and path.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def runs_command(model, output_format, warehouse):
+    """List the runs of the warehouse, damaged ones included.
+
+    Reads the run folders and their manifests directly, so a run whose files cannot be
+    read is listed with status damaged (and why) and never hides the others.
+    """
+    from lensdb import runs
+    from lensdb.output import write_result
+
+    listed = runs.list_runs(warehouse, model=model)
+    write_result(runs.runs_table(listed, for_humans=output_format == "table"), output_format, None, types=False)
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def show(run_id, output_format, warehouse):
+    """Show one run: manifest, settings, versions, tables, and its diagnostics summarised."""
+    from lensdb import runs
+
+    details = runs.show_run(warehouse, run_id)
+    if output_format == "json":
+        click.echo(json.dumps(runs.details_as_dict(details), default=str, ensure_ascii=False))
+    else:
+        click.echo(runs.format_details(details), nl=False)
+
+
+@main.command()
+@click.argument("run_ids", metavar="RUN...", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def rm(run_ids, yes, warehouse):
+    """Remove runs: each leaves every view at once, then its files are deleted.
+
+    Every RUN is checked first: with an unknown run id nothing is removed.
+    """
+    from lensdb import runs
+
+    found = runs.find_runs(warehouse, list(run_ids))
+    if not yes:
+        for run in found:
+            click.echo(f"  {run.run_id}  {run.model}  {run.status}  {run.size}", err=True)
+        if not click.confirm(f"Remove {len(found)} run{'s' if len(found) != 1 else ''}?", default=False, err=True):
+            click.echo("lensdb: nothing removed", err=True)
+            sys.exit(1)
+    for run in runs.remove_runs(warehouse, [run.run_id for run in found]):
+        click.echo(f"removed {run.run_id}  ({run.model}, {run.size})")
+
+
+FIGURE_OUT_HELP = "File to write: .png, .svg or .pdf (matplotlib), or .html (plotly, self-contained: plotly.js embedded)."
+
+
+def _metric_option(default: str):
+    from lensdb.plot.metrics import METRICS
+
+    return click.option("--metric", type=click.Choice(list(METRICS)), default=default, show_default=True,
+                        help="What the colour (heatmap, lenses) or the y axis (curves) shows; answer_rank on a log scale.")
+
+
+@main.group()
+def plot():
+    """Figures of committed runs, read from the v1 views.
+
+    \b
+    lensdb plot heatmap --model M --prompt ID --out heatmap.png   layers x tokens, top-1 token per cell
+    lensdb plot curves --depth relative --out kl.html             a last-position metric across layers
+    lensdb plot lenses --model M --prompt ID --out lenses.png     every lens of a run for one prompt
+
+    --out FILE decides the format: .png, .svg or .pdf (matplotlib), .html (plotly, one
+    self-contained file that works offline; hovering a cell shows its top-k tokens).
+    """
+
+
+@plot.command("heatmap")
+@click.option("--run", "run_id", help="The run to show.")
+@click.option("--model", help="Show the latest committed run of this model that has the prompt (hub id, or the part after its last '/').")
+@click.option("--prompt", required=True, help="Prompt id (see: lensdb query \"SELECT DISTINCT prompt_id FROM v1.prompts\").")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
+@_metric_option("p_top1")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse):
+    """Layers (0 at the bottom) x the prompt's tokens of one run: colour = --metric, each
+    cell's text = its top-1 token; the layers of L_copy and L_semantic (v1.diagnostics) are
+    marked at the last position.
+
+    \b
+    Example:
+      lensdb plot heatmap --model stories260K --prompt lily --out lily.png
+    """
+    from lensdb.plot import write
+
+    click.echo(str(write("heatmap", out, run=run_id, model=model, prompt=prompt, variant=variant, lens=lens, metric=metric, warehouse=warehouse)))
+
+
+@plot.command("curves")
+@click.option("--run", "run_ids", multiple=True, help="A run to draw (repeatable).")
+@click.option("--model", "models", multiple=True, help="Draw the latest committed run of this model (repeatable).")
+@click.option("--prompt", "prompts", multiple=True, help="Only this prompt (repeatable) [default: every prompt of the variant].")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
+@_metric_option("kl_to_final_bits")
+@click.option("--depth", type=click.Choice(["layer", "relative"]), default="layer", show_default=True, help="x axis: the layer, or layer / n_layers (to compare models of different depth).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, warehouse):
+    """A metric at each prompt's last position across layers, one line per run
+    (v1.pure_next_token). Several prompts: the median and a 10-90 % band. The median
+    L_semantic of each run is a dashed line. Without --run or --model: the latest run of
+    every model that has the lens.
+
+    \b
+    Example:
+      lensdb plot curves --metric kl_to_final_bits --depth relative --out kl.html
+    """
+    from lensdb.plot import write
+
+    click.echo(str(write("curves", out, runs=run_ids, models=models, prompts=prompts, variant=variant, lens=lens, metric=metric,
+                         depth=depth, warehouse=warehouse)))
+
+
+@plot.command("lenses")
+@click.option("--run", "run_id", help="The run to show.")
+@click.option("--model", help="Show the latest committed run of this model that has the prompt.")
+@click.option("--prompt", required=True, help="Prompt id.")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@_metric_option("p_top1")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse):
+    """Every lens of one run (norm, final_ln, raw, ...) for one prompt: a heatmap per lens
+    on one colour scale, and the last position's metric per lens (the raw-vs-norm artifact
+    check as a picture).
+
+    \b
+    Example:
+      lensdb plot lenses --model stories260K --prompt lily --out lenses.png
+    """
+    from lensdb.plot import write
+
+    click.echo(str(write("lenses", out, run=run_id, model=model, prompt=prompt, variant=variant, metric=metric, warehouse=warehouse)))
+
+
+@main.command()
+@click.option("--run", "run_ids", multiple=True, help="A run to report on (repeatable).")
+@click.option("--model", "models", multiple=True, help="Report on the latest committed run of this model (repeatable).")
+@click.option("--lens", default="norm", show_default=True, help="Lens of the diagnostics tables and figures.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .html file to write.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def report(run_ids, models, lens, out, warehouse):
+    """One self-contained HTML page about some runs (works offline).
+
+    Per run: the manifest, the last-layer check, diagnostics, control margins, ablation
+    deltas and the raw-lens check (flags highlighted), a heatmap and the lenses of its
+    main prompt and its KL curve; for several models, L_semantic / n_layers and curves at
+    relative depth across models. Without --run or --model: the latest run of every model.
+
+    \b
+    Example:
+      lensdb report --out report.html
+    """
+    from lensdb.report import report as write_report
+
+    click.echo(str(write_report(out, runs=run_ids, models=models, lens=lens, warehouse=warehouse)))
+
+
+@main.command("train-lens")
+@click.argument("model")
+@click.option("--text", "text", required=True, type=click.Path(dir_okay=False), help="Training corpus: a .txt file, or a .jsonl file with a `text` key per line.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write the lens to this folder (tuned-lens format: config.json, params.pt).")
+@click.option("--name", help="Store the lens in the warehouse as lenses/NAME (queryable as v1.lenses).")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--steps", type=click.IntRange(min=1), default=250, show_default=True, help="Optimizer steps (tuned-lens's default).")
+@click.option("--tokens-per-step", type=click.IntRange(min=1), help="Tokens per step, rounded to whole windows [default: 2^18, at most the training tokens / steps, at least one window].")
+@click.option("--lr", type=float, default=1.0, show_default=True, help="Learning-rate scale as in tuned-lens: SGD (Nesterov momentum 0.9) runs at lr x 0.1, decaying linearly to 0.")
+@click.option("--seq-len", type=click.IntRange(min=2), help="Tokens per window [default: min(2048, the model's context)].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass [default: by memory].")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True, help="Save a checkpoint every N steps; rerunning the command resumes from it.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the window order (tuned-lens's default).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="As for extract.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="The model's dtype, as for extract; the lens trains in float32.")
+@click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, seq_len, batch_size, checkpoint_every, seed, device, dtype, revision, quiet):
+    """Train a tuned lens for MODEL on a text corpus.
+
+    One affine translator per layer (the last layer's is the identity), trained as the
+    tuned-lens paper does: KL from the model's final distribution to the lens's, SGD
+    with Nesterov momentum, the translators starting at zero. The last 10% of the
+    corpus's windows are held out to report each layer's KL against the final_ln
+    logit lens. Give --out DIR (files the tuned-lens project loads) or --name NAME
+    (stored in the warehouse); use it with `lensdb extract MODEL --lens tuned:DIR`.
+
+    \b
+    Example:
+      lensdb train-lens ../shared/fixtures/models/stories260K --text stories.jsonl --name stories
+    """
+    from lensdb.tuned.train import TrainSettings, train_lens as run_train
+
+    settings = TrainSettings(
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        lr=lr,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
+    try:
+        result = run_train(model, text, out=out, name=name, warehouse=warehouse, settings=settings, revision=revision, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("lensdb: interrupted; rerun the same command to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(_train_summary(result), err=True)
+
+
+def _train_summary(result) -> str:
+    s = result.settings
+    resumed = f", resumed at step {result.resumed_at_step}" if result.resumed_at_step else ""
+    lines = [
+        f"lens       {s['lens']}  sha256 {s['lens_sha256'][:12]}",
+        f"model      {s['model']}  ({s['device']}, {s['dtype']})",
+        f"training   {s['steps']} steps x {s['tokens_per_step']:,} tokens on {s['train_tokens']:,} tokens, {s['train_seconds']:.1f} s{resumed}",
+        f"held out   {s['eval_tokens']:,} tokens: mean KL(final || lens), bits",
+        "  layer     tuned  final_ln",
+    ]
+    for row in result.layers:
+        tuned, logit = row["kl_bits"], row["final_ln_kl_bits"]
+        shown = "      n/a       n/a" if tuned is None else f"{tuned:9.3f} {logit:9.3f}"
+        lines.append(f"  {row['layer']:>5} {shown}")
+    lines.append(f"written    {result.path}")
+    return "\n".join(lines)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("models_file", metavar="MODELS.txt", type=click.Path(dir_okay=False))
+@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set for every model (as for extract).")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="At the end, write every model's legacy files into this folder (as lensdb export --run).")
+@click.argument("extract_options", nargs=-1, type=click.UNPROCESSED, metavar="[EXTRACT OPTIONS]")
+def sweep(models_file, prompts, warehouse, export_dir, extract_options):
+    """Extract every model listed in MODELS.txt, one process per model.
+
+    MODELS.txt lists one model per line (a hub id or a model directory); '#' starts a
+    comment. A model that already has a committed run of the same prompt set and the same
+    settings is skipped, so a sweep that stopped resumes where it stopped. A failed model
+    does not stop the sweep; the exit code is 1 if any failed. EXTRACT OPTIONS are those of
+    `lensdb extract` (--lens, --top-k, --dtype, --device, --batch-size, ...) except
+    --run-id and --model-name.
+
+    \b
+    Example:
+      lensdb sweep models.txt --prompts capitals --lens norm,raw --export ./legacy-out
+    """
+    from lensdb.sweep import FAILED, format_table, sweep as run_sweep
+
+    rows = run_sweep(models_file, prompts=prompts, warehouse=warehouse, options=_sweep_options(extract_options), export_dir=export_dir)
+    click.echo(format_table(rows))
+    if any(row.status == FAILED for row in rows):
+        sys.exit(1)
+
+
+def _sweep_options(arguments):
+    """The sweep's extract options, parsed and checked by `lensdb extract`'s own parser."""
+    from lensdb.sweep import ExtractOptions
+
+    try:
+        with extract.make_context("lensdb extract", ["MODEL", *arguments]) as context:
+            params = context.params
+    except click.UsageError as exc:
+        raise click.UsageError(f"extract option: {exc.format_message()}") from None
+    for name, flag in (("run_id", "--run-id"), ("model_name", "--model-name")):
+        if params.get(name):
+            raise click.UsageError(f"{flag} names one run; a sweep extracts several models")
+    return ExtractOptions(
+        lenses=",".join(str(spec) for spec in params["lenses"]),
+        reference_lens=params["reference_lens"],
+        unembed=params["unembed"],
+        top_k=params["top_k"],
+        device=params["device"],
+        dtype=params["dtype"],
+        revision=params["revision"],
+        batch_size=params["batch_size"],
+        keep_residuals=params["keep_residuals"],
+        seed=params["seed"],
+        quiet=params["quiet"],
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

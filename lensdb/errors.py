@@ -29,3 +29,11 @@ class LegacyFormatError(LensdbError):
 
 class DamagedRunsWarning(UserWarning):
     """Damaged runs were left out of the views (the CLI prints it as one warning line)."""
+
+
+class MissingDependency(LensdbError, ImportError):
+    """An optional package that a feature needs is not installed."""
+
+
+class TunedLensError(LensdbError):
+    """A tuned lens cannot be read, trained or stored, or does not fit the model."""

@@ -1,5 +1,9 @@
 """Query results to the terminal or a file: table, csv, json (array of row objects), parquet.
 
+Tables fit the terminal: no cell ever wraps. Numbers, dates, flags and run ids are shown
+whole; text and list cells are cut with '…' when space is short; columns that still do not
+fit are left out and named under the table.
+
 Output files are written whole or not at all (a temporary file beside them, renamed into
 place), and their folders are checked before any work: a missing folder, or a file where
 a folder should be, is one line.
@@ -7,11 +11,16 @@ a folder should be, is one line.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import secrets
+import shutil
 import sys
+import textwrap
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,15 +28,23 @@ import pyarrow as pa
 from lensdb.errors import LensdbError
 
 TABLE_ROWS = 100
+DEFAULT_WIDTH = 120  # when stdout is not a terminal and $COLUMNS is unset
+TEXT_MAX = 40  # widest a text or list column gets
+TEXT_MIN = 20  # narrowest a text or list column is squeezed to before columns are left out
+UNLIMITED = 10_000
 
 
-def write_result(table: pa.Table, output_format: str, out: str | None) -> None:
+def write_result(table: pa.Table, output_format: str, out: str | None, *, types: bool = True) -> None:
+    """`types`: tables show each column's type under its name."""
     if output_format == "parquet":
         import pyarrow.parquet as pq
 
         _write_whole(out, lambda temporary: pq.write_table(table, temporary, compression="zstd"))
         return
-    text = {"table": _as_table, "csv": _as_csv, "json": _as_json}[output_format](table)
+    if output_format == "table":
+        text = render_table(table, width=UNLIMITED if out else terminal_width(), types=types)
+    else:
+        text = {"csv": _as_csv, "json": _as_json}[output_format](table)
     if out:
         _write_whole(out, lambda temporary: Path(temporary).write_bytes(text.encode("utf-8")))
     else:
@@ -85,20 +102,176 @@ def read_text_file(path: str | os.PathLike, option: str) -> str:
         raise LensdbError(f"{option} {path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
-def _as_table(table: pa.Table) -> str:
-    import polars as pl
+def terminal_width() -> int:
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
 
-    frame = pl.from_arrow(table) if table.num_columns else pl.DataFrame()
-    with pl.Config(tbl_rows=TABLE_ROWS, tbl_cols=-1, fmt_str_lengths=48, fmt_table_cell_list_len=5, tbl_width_chars=160):
-        text = str(frame)
-    if table.num_rows > TABLE_ROWS:
-        text += f"\n{table.num_rows:,} rows; the first {TABLE_ROWS} shown (use --format csv or --out for all)"
-    return text + "\n"
+
+# ---------------------------------------------------------------- tables
+
+
+@dataclass
+class _Column:
+    name: str
+    kind: str  # short type name shown under the name
+    cells: list[str]
+    whole: bool  # never cut: numbers, flags, dates, run ids
+    numeric: bool
+    natural: int  # width that shows everything
+    width: int = 0
+
+    @property
+    def least(self) -> int:
+        return self.natural if self.whole else min(self.natural, TEXT_MIN)
+
+    @property
+    def most(self) -> int:
+        return self.natural if self.whole else min(self.natural, TEXT_MAX)
+
+
+def render_table(table: pa.Table, width: int | None = None, max_rows: int = TABLE_ROWS, *, types: bool = True) -> str:
+    """`table` as a box table at most `width` characters wide (the terminal's by default)."""
+    from rich import box
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    width = width or terminal_width()
+    shown = table.slice(0, max_rows)
+    columns = []
+    for field, column in zip(shown.schema, shown.columns):
+        cells = [_cell(value, field.type) for value in column.to_pylist()]
+        kind = _short_type(field.type)
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
+        whole = numeric or not (_is_nested(field.type) or pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) or field.name.endswith("run_id")
+        natural = max([cell_len(field.name), cell_len(kind) if types else 0] + [cell_len(c) for c in cells])
+        columns.append(_Column(field.name, kind, cells, whole, numeric, natural))
+    kept = _fit(columns, width)
+
+    grid = Table(box=box.SQUARE, show_edge=True, pad_edge=True, highlight=False)
+    for col in kept:
+        grid.add_column(Text(f"{col.name}\n{col.kind}" if types else col.name), width=col.width, no_wrap=True, overflow="ellipsis", justify="right" if col.numeric else "left")
+    for row in range(shown.num_rows):
+        grid.add_row(*(Text(col.cells[row]) for col in kept))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=max(width, _table_width(kept)), color_system=None, force_terminal=False, legacy_windows=False, emoji=False, markup=False, highlight=False)
+    console.print(grid, crop=False)
+
+    lines = [buffer.getvalue().rstrip("\n")]
+    count = f"{table.num_rows:,} row{'s' if table.num_rows != 1 else ''}"
+    if table.num_rows > max_rows:
+        count += f"; the first {max_rows} shown (use --format csv or --out for all)"
+    lines += textwrap.wrap(count, width, break_long_words=False)
+    left_out = [col.name for col in columns if col not in kept]
+    if left_out:
+        note = f"{len(left_out)} more column{'s' if len(left_out) != 1 else ''} (too wide for {width} characters): {', '.join(left_out)}"
+        lines += textwrap.wrap(note, width, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines) + "\n"
+
+
+def _fit(columns: list[_Column], width: int) -> list[_Column]:
+    """The leading columns whose narrowest widths fit; spare room widens the text columns."""
+    kept: list[_Column] = []
+    for col in columns:
+        col.width = col.least
+        if kept and _table_width(kept + [col]) > width:
+            break
+        kept.append(col)
+    spare = width - _table_width(kept)
+    for col in kept:
+        grow = min(spare, col.most - col.width)
+        if grow > 0:
+            col.width += grow
+            spare -= grow
+    return kept
+
+
+def _table_width(columns: list[_Column]) -> int:
+    return sum(col.width + 3 for col in columns) + 1  # a space either side and a border per column, one closing border
+
+
+def _cell(value, kind: pa.DataType) -> str:
+    if value is None:
+        return "null"
+    if _is_nested(kind):
+        return _nested(value, kind)
+    if pa.types.is_floating(kind):
+        return _float(value, kind)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        return _visible(value)
+    return str(value)
+
+
+def _float(value: float, kind: pa.DataType) -> str:
+    if pa.types.is_float32(kind) or pa.types.is_float16(kind):
+        import numpy as np
+
+        return str(np.float32(value))  # the shortest text that reads back as the same float32
+    return repr(float(value))
+
+
+def _nested(value, kind: pa.DataType) -> str:
+    if value is None:
+        return "null"
+    if pa.types.is_struct(kind):
+        return "{" + ", ".join(f"{f.name}: {_nested(value.get(f.name), f.type)}" for f in kind) + "}"
+    if pa.types.is_map(kind):
+        return "{" + ", ".join(f"{_nested(k, kind.key_type)}: {_nested(v, kind.item_type)}" for k, v in value) + "}"
+    if _is_nested(kind):
+        return "[" + ", ".join(_nested(v, kind.value_type) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # quoted, so ' Berlin' and '\n' show
+    return _cell(value, kind)
+
+
+def _visible(text: str) -> str:
+    """Control and other invisible characters escaped, so a cell stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_SHORT_TYPES = {
+    pa.string(): "str",
+    pa.large_string(): "str",
+    pa.int8(): "i8",
+    pa.int16(): "i16",
+    pa.int32(): "i32",
+    pa.int64(): "i64",
+    pa.uint8(): "u8",
+    pa.uint16(): "u16",
+    pa.uint32(): "u32",
+    pa.uint64(): "u64",
+    pa.float16(): "f16",
+    pa.float32(): "f32",
+    pa.float64(): "f64",
+    pa.bool_(): "bool",
+    pa.date32(): "date",
+}
+
+
+def _short_type(kind: pa.DataType) -> str:
+    if kind in _SHORT_TYPES:
+        return _SHORT_TYPES[kind]
+    if pa.types.is_timestamp(kind):
+        return "datetime"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return f"list[{_short_type(kind.value_type)}]"
+    if pa.types.is_struct(kind):
+        return "struct"
+    return str(kind)
+
+
+# ---------------------------------------------------------------- csv, json
 
 
 def _as_csv(table: pa.Table) -> str:
-    import io
-
     import pyarrow.csv as pacsv
 
     flat = pa.table(

@@ -15,7 +15,7 @@ def modules_after(code: str) -> set[str]:
 
 
 def test_import_lensdb_does_not_import_torch():
-    loaded = modules_after("import lensdb, lensdb.cli, lensdb.catalog, lensdb.prompts")
+    loaded = modules_after("import lensdb, lensdb.cli, lensdb.catalog, lensdb.prompts, lensdb.runs, lensdb.output, lensdb.warehouse.health")
     assert not loaded & set(HEAVY)
 
 
@@ -23,7 +23,7 @@ def test_help_does_not_import_torch():
     loaded = modules_after(
         "from click.testing import CliRunner\n"
         "from lensdb.cli import main\n"
-        "for args in (['--help'], ['extract', '--help'], ['query', '--help'], ['export', '--help']):\n"
+        "for args in (['--help'], ['extract', '--help'], ['query', '--help'], ['export', '--help'], ['runs', '--help'], ['show', '--help'], ['rm', '--help'], ['query', '--list'], ['train-lens', '--help']):\n"
         "    result = CliRunner().invoke(main, args)\n"
         "    assert result.exit_code == 0, result.output"
     )

@@ -28,15 +28,25 @@ def read_table(run_path, table):
 
 def run_extract(model_dir, prompts, warehouse, **options):
     options.setdefault("lenses", LENSES)
-    return extract(str(model_dir), prompts=str(prompts), warehouse=warehouse, device="cpu", batch_size=4, **options)
+    options.setdefault("device", "cpu")
+    return extract(str(model_dir), prompts=str(prompts), warehouse=warehouse, batch_size=4, **options)
 
 
-@pytest.fixture(scope="module", params=["tiny_llama", "tiny_gpt2", "tiny_gemma2", "stories_model"])
+# CUDA runs (float32) are checked against the same CPU reference where a GPU is present.
+@pytest.fixture(
+    scope="module",
+    params=["tiny_llama", "tiny_gpt2", "tiny_gemma2", "stories_model", "stories_model@cuda", "tiny_gpt2@cuda"],
+)
 def extracted(request, tmp_path_factory, tiny_prompts):
-    model_dir = request.getfixturevalue(request.param)
-    tmp_path = tmp_path_factory.mktemp(request.param)
-    prompts = tiny_prompts if request.param != "stories_model" else write_jsonl(tmp_path / "story.jsonl", STORY_PROMPTS)
-    summary = run_extract(model_dir, prompts, tmp_path / "warehouse")
+    import torch
+
+    name, _, device = request.param.partition("@")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model_dir = request.getfixturevalue(name)
+    tmp_path = tmp_path_factory.mktemp(name)
+    prompts = tiny_prompts if name != "stories_model" else write_jsonl(tmp_path / "story.jsonl", STORY_PROMPTS)
+    summary = run_extract(model_dir, prompts, tmp_path / "warehouse", device=device or "cpu", dtype="float32")
     return model_dir, summary
 
 
@@ -198,3 +208,34 @@ def test_keep_residuals_stores_the_models_residual_stream(tiny_llama, tiny_promp
         for (layer, pos), vector in mine.items():
             assert np.allclose(vector, ref[layer][pos].numpy(), atol=1e-5)
 
+
+
+def test_vocab_table_is_the_tokenizers_vocabulary(extracted):
+    """v1.vocab: every id's piece as the tokenizer lists it and its decoded text; joined on
+    records' ids it gives back their token strings."""
+    import lensdb
+    from transformers import AutoTokenizer
+
+    _model_dir, summary = extracted
+    manifest = read_table(summary.path, "manifest")[0]
+    tokenizer = AutoTokenizer.from_pretrained(manifest["model_path"])
+    warehouse = summary.path.parent.parent.parent
+    vocab = lensdb.query(f"SELECT * FROM v1.vocab WHERE run_id = '{summary.run_id}' ORDER BY token_id", warehouse=warehouse).to_pylist()
+    assert [row["token_id"] for row in vocab] == list(range(manifest["d_vocab"]))
+    for row in vocab:
+        i = row["token_id"]
+        assert row["piece"] == (tokenizer.convert_ids_to_tokens(i) if i < len(tokenizer) else None)
+        assert row["text"] == (tokenizer.decode([i]) if i < len(tokenizer) else "")
+    joined = lensdb.query(
+        f"""SELECT count(*) AS pairs, count(*) FILTER (WHERE token IS DISTINCT FROM text) AS mismatches
+            FROM (SELECT r.topk_tokens[j] AS token, v.text
+                  FROM v1.records r, range(1, len(r.topk_ids) + 1) t(j)
+                  JOIN v1.vocab v ON v.run_id = r.run_id AND v.token_id = r.topk_ids[j]
+                  WHERE r.run_id = '{summary.run_id}')""",
+        warehouse=warehouse,
+    ).to_pylist()[0]
+    listed = sum(len(r["topk_ids"]) for r in read_table(summary.path, "records"))
+    assert joined == {"pairs": listed, "mismatches": 0}
+    if manifest["model"] == "stories260K":  # SentencePiece: the bare word-start piece decodes to ""
+        blank = [row for row in vocab if row["text"] == "" and row["piece"] == "\u2581"]
+        assert len(blank) == 1

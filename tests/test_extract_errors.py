@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lensdb.extract import engine
+from lensdb.extract import engine, pipeline
 from tests.conftest import write_jsonl
 from tests.cli_helpers import assert_one_line_error, run_cli
 
@@ -146,7 +146,7 @@ def test_unaligned_gold_is_not_an_error(tiny_llama, tiny_prompts, warehouse):
 
 
 def test_failure_halfway_leaves_no_run_and_the_next_extract_works(tiny_llama, tiny_prompts, warehouse, monkeypatch):
-    real = engine._write_finals_and_consistency
+    real = pipeline.finals_and_consistency
     calls = []
 
     def fail_on_second_batch(*args, **kwargs):
@@ -155,12 +155,12 @@ def test_failure_halfway_leaves_no_run_and_the_next_extract_works(tiny_llama, ti
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_write_finals_and_consistency", fail_on_second_batch)
+    monkeypatch.setattr(pipeline, "finals_and_consistency", fail_on_second_batch)
     with pytest.raises(RuntimeError, match="disk on fire"):
         engine.extract(str(tiny_llama), prompts=str(tiny_prompts), warehouse=warehouse, device="cpu", batch_size=2)
     assert len(calls) == 2
     assert committed_runs(warehouse) == [] and staged(warehouse) == []
-    monkeypatch.setattr(engine, "_write_finals_and_consistency", real)
+    monkeypatch.setattr(pipeline, "finals_and_consistency", real)
     summary = engine.extract(str(tiny_llama), prompts=str(tiny_prompts), warehouse=warehouse, device="cpu", batch_size=2)
     assert committed_runs(warehouse) == [summary.path]
 
@@ -170,15 +170,15 @@ def test_killed_process_leaves_no_visible_run(tiny_llama, tiny_prompts, warehous
     script = textwrap.dedent(
         f"""
         import os
-        from lensdb.extract import engine
-        real = engine._write_finals_and_consistency
+        from lensdb.extract import engine, pipeline
+        real = pipeline.finals_and_consistency
         calls = []
         def die(*args, **kwargs):
             calls.append(1)
             if len(calls) == 2:
                 os._exit(3)
             return real(*args, **kwargs)
-        engine._write_finals_and_consistency = die
+        pipeline.finals_and_consistency = die
         engine.extract({str(tiny_llama)!r}, prompts={str(tiny_prompts)!r}, warehouse={str(warehouse)!r}, device="cpu", batch_size=2)
         """
     )

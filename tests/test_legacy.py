@@ -181,8 +181,8 @@ def test_prompts_of_an_imported_run(imported):
 @needs_legacy_run
 def test_whole_folder_round_trip_exports_the_latest_run_of_each_model(tmp_path):
     warehouse = tmp_path / "warehouse"
-    for _ in range(2):  # the second import of each model is the latest run
-        result = run_cli("import-legacy", LEGACY_RUN, "--warehouse", warehouse)
+    for force in ([], ["--force"]):  # the second import of each model (forced: same files) is the latest run
+        result = run_cli("import-legacy", LEGACY_RUN, "--warehouse", warehouse, *force)
         assert_ok(result)
     assert len(committed_runs(warehouse)) == 2 * len(MODELS)
     assert_ok(run_cli("export", "--out", tmp_path / "out", "--warehouse", warehouse))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lensdb.extract import lens
-from lensdb.extract.engine import lens_logits
+from lensdb.extract.lenses import FinalNormLens, NormLens, Unembedding
+from lensdb.lenses import LensSpec
 from lensdb.extract.stats import NO_TOKEN, chunk_statistics, head_consistency, kl_bits
 
 
@@ -31,8 +32,10 @@ def test_other_lenses_ignore_architecture():
     for architecture in ("pre_norm", "post_norm"):
         assert [lens.norm_for("final_ln", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
         assert [lens.norm_for("raw", i, 4, architecture) for i in range(5)] == [None] * 5
+        # a tuned lens translates first, then applies the final norm like final_ln
+        assert [lens.norm_for("tuned", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
     with pytest.raises(ValueError):
-        lens.norm_for("tuned", 0, 4, "pre_norm")
+        lens.norm_for("logit", 0, 4, "pre_norm")
 
 
 def test_rms_norm_has_epsilon_inside_the_square_root():
@@ -62,12 +65,10 @@ def test_projection_applies_the_bias():
 
 
 class _PostNormModel:
-    """Just what lens_logits reads: a post-norm model whose norms scale by recognisable factors."""
+    """Just what a lens reads: a post-norm model whose norms scale by recognisable factors."""
 
     n_layers = 2
     architecture = "post_norm"
-    unembed_weight = torch.eye(4)
-    unembed_bias = None
 
     def __init__(self):
         def scaled(factor):
@@ -78,9 +79,10 @@ class _PostNormModel:
 
 def test_post_norm_model_uses_each_blocks_own_second_norm():
     residual = torch.ones(3, 1, 4)  # rms 1: the norm leaves only its scale
-    logits = lens_logits(_PostNormModel(), "norm", residual, np.arange(3))
+    model, identity = _PostNormModel(), Unembedding(torch.eye(4), None, "float32")
+    logits = NormLens(LensSpec("norm", "norm"), model).logits(residual, np.arange(3), identity)
     assert logits[:, 0, 0].tolist() == [10.0, 20.0, 21.0]
-    assert torch.equal(lens_logits(_PostNormModel(), "final_ln", residual, np.arange(3)), residual)
+    assert torch.equal(FinalNormLens(LensSpec("final_ln", "final_ln"), model).logits(residual, np.arange(3), identity), residual)
 
 
 # one row per block, uneven blocks, one block per layer, the whole chunk at once (GPUs)
@@ -99,6 +101,7 @@ def test_statistics_against_plain_definitions(block_bytes):
         answer_ids=answers,
         paired_ids=paired,
         top_k=5,
+        reference="norm",
         block_bytes=block_bytes,
     )
     q = torch.softmax(final.double(), -1)
@@ -121,12 +124,12 @@ def test_statistics_against_plain_definitions(block_bytes):
         cos = torch.nn.functional.cosine_similarity(z, final.expand_as(z), dim=-1)
         assert torch.allclose(stats.cos_to_final, cos, atol=1e-6)
         expected = torch.zeros_like(stats.kl_to_final_bits) if lens_name == "norm" else (p_norm * (p_norm.log2() - p.log2())).sum(-1)
-        assert torch.allclose(stats.kl_vs_norm_bits, expected, atol=1e-5)
+        assert torch.allclose(stats.kl_vs_reference_bits, expected, atol=1e-5)
     alone = chunk_statistics(
         {"raw": raw}, final_log_probs=torch.log_softmax(final, -1), final_logits_unit=final / final.norm(dim=-1, keepdim=True),
-        answer_ids=answers, paired_ids=paired, top_k=5,
+        answer_ids=answers, paired_ids=paired, top_k=5, reference="norm",
     )
-    assert alone["raw"].kl_vs_norm_bits is None
+    assert alone["raw"].kl_vs_reference_bits is None
 
 
 @pytest.mark.parametrize("one_row_at_a_time", [True, False])
@@ -137,12 +140,12 @@ def test_head_consistency_finds_the_temperature(one_row_at_a_time):
     true_temperatures = [float(grid[17]), float(grid[3]), 1.0]
     head = torch.log_softmax(z / torch.tensor(true_temperatures)[:, None], -1)
     fit = head_consistency(z, head, scale=None, softcap=None, one_row_at_a_time=one_row_at_a_time)
-    assert fit.temp_est == pytest.approx(true_temperatures)
-    assert max(fit.kl_after_temp_bits) < 1e-6
-    assert fit.kl_after_scale_bits == [None] * 3 and fit.kl_after_softcap_bits == [None] * 3
+    assert fit.temp_est.tolist() == pytest.approx(true_temperatures)
+    assert fit.kl_after_temp_bits.max() < 1e-6
+    assert fit.kl_after_scale_bits is None and fit.kl_after_softcap_bits is None
     capped = torch.log_softmax(torch.tanh(z / 3.0) * 3.0, -1)
     fit = head_consistency(z, capped, scale=2.0, softcap=3.0, one_row_at_a_time=one_row_at_a_time)
-    assert max(fit.kl_after_softcap_bits) < 1e-6
+    assert fit.kl_after_softcap_bits.max() < 1e-6
     expected = kl_bits(torch.log_softmax(z / 2.0, -1), capped).tolist()
-    assert fit.kl_after_scale_bits == pytest.approx(expected)
-    assert all(value is not None for value in fit.kl_after_scale_then_softcap_bits)
+    assert fit.kl_after_scale_bits.tolist() == pytest.approx(expected)
+    assert fit.kl_after_scale_then_softcap_bits.shape == (3,)

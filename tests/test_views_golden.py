@@ -29,6 +29,9 @@ CUSTOM = "threshold := 0.5, margin := 0.05, k := 2"
 # view -> SELECT, ordered by every key column.
 QUERIES = {
     "v1.runs": "SELECT * FROM v1.runs ORDER BY run_id",
+    "v1.latest_runs": "SELECT * FROM v1.latest_runs ORDER BY run_id",
+    "v1.vocab": "SELECT * FROM v1.vocab ORDER BY run_id, token_id",
+    "v1.lenses": "SELECT * FROM v1.lenses ORDER BY lens, layer",
     "v1.prompts": "SELECT * FROM v1.prompts ORDER BY run_id, prompt_id, prompt_variant",
     "v1.records": "SELECT * FROM v1.records ORDER BY run_id, prompt_id, prompt_variant, lens, layer, pos",
     "v1.residuals": "SELECT * FROM v1.residuals ORDER BY run_id, prompt_id, prompt_variant, layer, pos",
@@ -119,10 +122,14 @@ def test_hidden_runs_never_show(fixture_warehouse):
     assert any((fixture_warehouse / "_staging").iterdir())
     assert (fixture_warehouse / "runs" / "model=model-b" / f"run={warehouse_fixtures.RUN_NO_MANIFEST}" / "records").is_dir()
     for view in QUERIES:
-        if view == "v1.damaged_runs":
+        if view in ("v1.damaged_runs", "v1.lenses"):  # no run's rows (stored lenses: checked below)
             continue
         source = QUERIES[view].split(" ORDER BY")[0]
         runs = lensdb.query(f"SELECT DISTINCT run_id FROM ({source})", warehouse=fixture_warehouse).column("run_id").to_pylist()
         assert set(runs) <= set(warehouse_fixtures.COMMITTED_RUNS), view
     shown = lensdb.query("SELECT run_id FROM v1.runs ORDER BY run_id", warehouse=fixture_warehouse).column("run_id").to_pylist()
     assert shown == sorted(warehouse_fixtures.COMMITTED_RUNS)
+    # A lens staged under _lens_training/ or a lens.parquet outside lenses/ is in no view.
+    lenses = lensdb.query("SELECT DISTINCT lens FROM v1.lenses ORDER BY lens", warehouse=fixture_warehouse).column("lens").to_pylist()
+    assert lenses == ["story-lens", "tiny-lens"]
+    assert (fixture_warehouse / "notes" / "stray" / "lens.parquet").is_file()

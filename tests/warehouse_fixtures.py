@@ -73,6 +73,16 @@ Edge cases, where the golden files (tests/golden/<view>.json) show them, and why
 16. Other -- b-run1 has top-3 lists: p_top5 is their plain sum (0.982 at base layer 0);
     top-5 lists sum ((p1 + p5) + p2 + p3) + p4 in float32. v1.residuals: b-run1's 18
     vectors of 2 floats.
+17. Latest runs -- v1.latest_runs: a-run2 (org/model-a's later run of prompt set 'fixture'),
+    b-run1 and legacy-run1; v1.runs marks them is_latest.
+18. Vocabulary -- v1.vocab: the 32 ids of each extract run (a-run1, a-run2, b-run1; none for
+    legacy-run1): piece '▁Berlin' for text ' Berlin', '<0x0A>' for '\\n', a bare '▁' (id 28)
+    for '', no piece for ids 29..31.
+19. Stored tuned lenses -- v1.lenses: lenses/story-lens (model-b, 2 layers: rows for layers
+    0, 1, 2 with their settings; held-out KL NULL at every layer, as when the corpus had a
+    single window) and lenses/tiny-lens (org/model-a, 4 layers). Hidden: a lens staged
+    under _lens_training/ (a training killed before its rename) and a lens.parquet two
+    folders down outside lenses/ (notes/stray/lens.parquet), which the view's glob reaches.
 """
 
 from __future__ import annotations
@@ -121,6 +131,10 @@ VOCAB = [
     " s",  # 27
 ]
 D_VOCAB = 32  # ids 28..31 decode to "" (never listed)
+# The tokenizer's own pieces (v1.vocab), SentencePiece style: a word-start "▁" that decoding
+# turns into a space, byte pieces; id 28 is a bare "▁" (decodes to ""), 29..31 are beyond
+# the tokenizer (embedding rows only: no piece).
+PIECES = [("<0x0A>" if text == "\n" else text.replace(" ", "▁")) for text in VOCAB] + ["▁", None, None, None]
 FILLERS = (19, 20, 21, 22, 23, 25, 26, 27)  # ids used to pad a top-k list
 FILLER_PROBS = (0.002, 0.001, 0.0005, 0.00025, 0.000125, 0.0000625, 0.00003125, 0.000015625)
 
@@ -427,9 +441,17 @@ def manifest_table(run: Run) -> pa.Table:
     return pa.Table.from_pylist([row], schema=schema.MANIFEST)
 
 
+def _vocab() -> pa.Table:
+    return pa.Table.from_pydict(
+        {"token_id": list(range(D_VOCAB)), "piece": PIECES, "text": VOCAB + [""] * (D_VOCAB - len(VOCAB))}, schema=schema.VOCAB
+    )
+
+
 def _stage(writer: RunWriter, run: Run) -> None:
     """Append every table of `run` as extract (or import-legacy) writes them."""
     writer.write("prompts", _prompts(run), schema.PROMPTS)
+    if run.source == "extract":
+        writer.write("vocab", _vocab(), schema.VOCAB)
     append_records(writer, _records(run))
     writer.append("finals", _finals(run), schema.FINALS)
     consistency = _consistency(run)
@@ -825,7 +847,57 @@ def build_warehouse(warehouse: Path) -> Path:
     for run in fixture_runs():
         write_run(warehouse, run)
     write_crashed_runs(warehouse)
+    write_stored_lenses(warehouse)
     return warehouse
+
+
+def _lens_rows(lens: str, model: str, n_layers: int, kl: list[float | None], logit_kl: list[float | None]) -> list[dict]:
+    common = {
+        "lens": lens,
+        "model": model,
+        "model_path": None,
+        "model_revision": "rev-" + lens,
+        "created_at": datetime(2026, 1, 2, 3, 4, 5),
+        "lensdb_version": "0.1.0",
+        "torch_version": "2.13.0",
+        "device": "cpu",
+        "dtype": "float32",
+        "n_layers": n_layers,
+        "d_model": 2,
+        "lens_sha256": "0" * 63 + str(n_layers),
+        "unembed_hash": "f" * 64,
+        "corpus": "/corpora/" + lens + ".jsonl",
+        "corpus_sha256": "e" * 64,
+        "train_tokens": 1024 * n_layers,
+        "eval_tokens": 128 if kl[0] is not None else 0,
+        "steps": 250,
+        "tokens_per_step": 256,
+        "seq_len": 128,
+        "lr": 1.0,
+        "momentum": 0.9,
+        "weight_decay": 0.001,
+        "seed": 42,
+        "train_seconds": 1.5,
+    }
+    return [
+        {**common, "layer": layer, "kl_bits": kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": 0.25 * (n_layers - layer) if layer < n_layers else None}
+        for layer in range(n_layers + 1)
+    ]
+
+
+def write_stored_lenses(warehouse: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from lensdb.tuned import store
+
+    def write(folder: Path, rows: list[dict]) -> None:
+        folder.mkdir(parents=True)
+        pq.write_table(store.lens_table(rows).replace_schema_metadata(schema.with_metadata(schema.LENSES, "lenses").metadata), folder / store.TABLE_FILE)
+
+    write(warehouse / "lenses" / "story-lens", _lens_rows("story-lens", MODEL_B, 2, [None] * 3, [None] * 3))
+    write(warehouse / "lenses" / "tiny-lens", _lens_rows("tiny-lens", MODEL_A, 4, [3.5, 2.0, 1.25, 0.5, 0.0], [30.0, 12.0, 4.0, 1.0, 0.0]))
+    write(warehouse / store.TRAINING_DIR / "ghost" / "lens", _lens_rows("ghost", MODEL_B, 2, [9.0] * 3, [9.0] * 3))
+    write(warehouse / "notes" / "stray", _lens_rows("stray", MODEL_B, 2, [9.0] * 3, [9.0] * 3))
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for a look: python -m tests.warehouse_fixtures DIR

@@ -29,18 +29,30 @@ def pad_right(sequences: list[list[int]], pad_id: int, device: torch.device) -> 
     return input_ids.to(device), attention_mask.to(device)
 
 
-def run_pass(bridge, hook_names: list[str], sequences: list[list[int]], pad_id: int, device: torch.device) -> PassOutput:
+def run_pass(
+    bridge,
+    hook_names: list[str],
+    sequences: list[list[int]],
+    pad_id: int,
+    device: torch.device,
+    lens_device: torch.device | None = None,
+) -> PassOutput:
     """Run a batch, keeping only the residuals at `hook_names` and the real (unpadded) tokens.
 
-    Rows of the outputs are the prompts' tokens in order: prompt 0's positions, then prompt 1's, ...
+    Token ids go to `device` (the embedding's); residuals and logits come back on `lens_device`
+    (the unembedding's, default `device`). Rows of the outputs are the prompts' tokens in
+    order: prompt 0's positions, then prompt 1's, ...
     """
+    lens_device = lens_device or device
     input_ids, attention_mask = pad_right(sequences, pad_id, device)
-    real = attention_mask.bool()
+    real_on = _MaskByDevice(attention_mask.bool())
     captured: list[torch.Tensor | None] = [None] * len(hook_names)
 
     def keeper(index: int):
         def hook(activation: torch.Tensor, hook=None):
-            captured[index] = activation[real]
+            # Layers on other devices (a model split over GPUs) hand their residuals to the
+            # lens device right here, device to device, one copy of the real rows only.
+            captured[index] = to_device(activation[real_on(activation.device)], lens_device)
             return activation
 
         return hook
@@ -61,4 +73,24 @@ def run_pass(bridge, hook_names: list[str], sequences: list[list[int]], pad_id: 
         missing = [name for name, tensor in zip(hook_names, captured) if tensor is None]
         if missing:
             raise RuntimeError(f"hooks did not fire: {', '.join(missing)}")
-        return PassOutput(residuals=torch.stack(captured), logits=logits[real].float())
+        return PassOutput(residuals=torch.stack(captured), logits=to_device(logits[real_on(logits.device)], lens_device).float())
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy on `device` (the tensor itself if it is there). Copies into a GPU are queued on
+    the stream (non_blocking); copies out of a GPU wait, so the host never reads unfinished data."""
+    if tensor.device == device:
+        return tensor
+    return tensor.to(device, non_blocking=device.type == "cuda")
+
+
+class _MaskByDevice:
+    """The batch's real-token mask on each device that asks for it (made once per device)."""
+
+    def __init__(self, mask: torch.Tensor):
+        self._masks = {mask.device: mask}
+
+    def __call__(self, device: torch.device) -> torch.Tensor:
+        if device not in self._masks:
+            self._masks[device] = next(iter(self._masks.values())).to(device)
+        return self._masks[device]

@@ -3,16 +3,24 @@
 Pure tensor functions; the model only supplies the parameters. Layers are numbered
 0..n_layers: 0 is the residual entering block 0 (embeddings, plus additive positional
 embeddings where the model has them), layer i is the residual after block i-1.
+
+| function          | does                                                                  |
+| ----------------- | --------------------------------------------------------------------- |
+| `norm_for`        | which of the model's norms a lens kind applies at a layer             |
+| `apply_norm`      | RMSNorm / LayerNorm in float32 with the model's parameters            |
+| `project`         | logits = x W_U (+ b_U) in float32                                      |
+| `split_parts`     | float32 x -> half-precision parts whose sum is x to ~22-24 bits         |
+| `project_split`   | the float32 product from half-precision matmuls with float32 accumulation |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
-LENSES = ("norm", "final_ln", "raw")
+LENSES = ("norm", "final_ln", "raw")  # the kinds that apply one of the model's own norms (or none)
 PRE_NORM, POST_NORM = "pre_norm", "post_norm"
 
 # A reference to one of the model's norms: ("ln1", block), ("ln2", block) or ("final", -1).
@@ -35,12 +43,13 @@ def norm_for(lens: str, layer: int, n_layers: int, architecture: str) -> NormRef
 
     norm:     layer 0 -> block 0 ln1; pre-norm: layer i -> block i ln1 (the next block's
               input norm), layer n_layers -> final norm; post-norm: layer i -> block i-1 ln2.
-    final_ln: the final norm at every layer (the classic logit lens).
+    final_ln: the final norm at every layer (the classic logit lens); tuned lenses too,
+              after their translator.
     raw:      no norm.
     """
     if lens == "raw":
         return None
-    if lens == "final_ln":
+    if lens in ("final_ln", "tuned"):
         return FINAL_NORM
     if lens != "norm":
         raise ValueError(f"unknown lens {lens!r}")
@@ -75,3 +84,65 @@ def project(normalized: torch.Tensor, unembed_weight: torch.Tensor, unembed_bias
     return torch.addmm(unembed_bias, normalized.reshape(-1, normalized.shape[-1]), unembed_weight).reshape(
         *normalized.shape[:-1], unembed_weight.shape[-1]
     )
+
+
+# Mantissa bits of each half type: the parts of a float32 number that each can hold.
+_PARTS = {torch.float16: 2, torch.bfloat16: 3}
+_FP16_TOP = 13  # scale fp16 rows so their largest value lies in [2^13, 2^14): far from overflow and subnormals
+
+
+def split_parts(x: torch.Tensor, half: torch.dtype) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Half-precision parts p_0, p_1, ... of float32 `x` with x = scale * sum(p_i) to about
+    float32 precision (float16: 2 parts, 22 bits; bfloat16: 3 parts, 24 bits).
+
+    float16 rows are first scaled by a power of two (exact), so that no part overflows
+    and the last part keeps its bits; `scale` is (..., 1) float32, or None for bfloat16.
+    """
+    x = x.float()
+    scale = None
+    if half == torch.float16:
+        top = torch.amax(x.abs(), dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+        scale = torch.exp2(torch.floor(torch.log2(top)) - _FP16_TOP)
+        x = x / scale
+    parts = []
+    rest = x
+    for _ in range(_PARTS[half]):
+        part = rest.to(half)
+        parts.append(part)
+        rest = rest - part.float()
+    return parts, scale
+
+
+def project_split(
+    normalized: torch.Tensor,
+    unembed_half: torch.Tensor,
+    unembed_bias: torch.Tensor | None,
+    matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Float32 logits from half-precision matmuls: x W_U = scale * sum_i p_i W_U.
+
+    `unembed_half` is the model's own (d_vocab, d_model) half-precision weight, so every
+    product p_i * w is exact and only the float32 accumulation rounds. `matmul(a, w)`
+    returns a @ w^T in float32 with float32 accumulation: on CUDA `torch.mm(..., out_dtype=
+    torch.float32)` on the tensor cores; the default (any device) widens both to float32.
+    """
+    matmul = matmul or _widened_matmul
+    shape = normalized.shape
+    parts, scale = split_parts(normalized.reshape(-1, shape[-1]), unembed_half.dtype)
+    logits = matmul(parts[0], unembed_half)
+    for part in parts[1:]:
+        logits += matmul(part, unembed_half)
+    if scale is not None:
+        logits *= scale
+    if unembed_bias is not None:
+        logits += unembed_bias
+    return logits.reshape(*shape[:-1], unembed_half.shape[0])
+
+
+def _widened_matmul(part: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return part.float() @ weight.float().t()
+
+
+def tensor_core_matmul(part: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """part @ weight^T on CUDA tensor cores, float32 accumulation and float32 output."""
+    return torch.mm(part, weight.t(), out_dtype=torch.float32)

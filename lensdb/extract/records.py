@@ -60,8 +60,9 @@ def records_batch(
         "paired_answer_rank": _nullable_rank(stats.paired_answer_rank, n),
         "kl_to_final_bits": pa.array(_numpy(stats.kl_to_final_bits).reshape(n)),
         "cos_to_final": pa.array(_numpy(stats.cos_to_final).reshape(n)),
-        "kl_vs_norm_bits": pa.array(_numpy(stats.kl_vs_norm_bits).reshape(n))
-        if stats.kl_vs_norm_bits is not None
+        # KL(reference lens || this lens); the reference is the manifest's reference_lens (norm by default)
+        "kl_vs_norm_bits": pa.array(_numpy(stats.kl_vs_reference_bits).reshape(n))
+        if stats.kl_vs_reference_bits is not None
         else pa.nulls(n, pa.float64()),
         "legacy_copy_collapse": pa.nulls(n, pa.bool_()),
     }
@@ -116,6 +117,75 @@ def finals_batch(
             "topk_probs": _lists(pa.array(_numpy(topk_probs).reshape(-1)), width),
         },
         schema=schema.FINALS,
+    )
+
+
+def consistency_table(prompts, lens: str, fit, scale: float | None, softcap: float | None) -> pa.Table:
+    """One row per prompt of a batch: the last-layer lens vs head fit (stats.HeadConsistency)."""
+    n = len(prompts)
+
+    def values(tensor):
+        return [None] * n if tensor is None else _numpy(tensor).astype(np.float64)
+
+    return pa.Table.from_pydict(
+        {
+            "prompt_id": [p.prompt.id for p in prompts],
+            "prompt_variant": [p.prompt.variant for p in prompts],
+            "lens": [lens] * n,
+            "temp_est": values(fit.temp_est),
+            "kl_after_temp_bits": values(fit.kl_after_temp_bits),
+            "cfg_scale": [scale] * n,
+            "cfg_softcap": [softcap] * n,
+            "kl_after_scale_bits": values(fit.kl_after_scale_bits),
+            "kl_after_softcap_bits": values(fit.kl_after_softcap_bits),
+            "kl_after_scale_then_softcap_bits": values(fit.kl_after_scale_then_softcap_bits),
+        },
+        schema=schema.CONSISTENCY,
+    )
+
+
+def prompts_table(prepared, vocab: pa.Array) -> pa.Table:
+    """One row per prompt: its text, tokens and gold alignment (batches.PreparedPrompt)."""
+    rows = []
+    for item in prepared:
+        prompt, gold = item.prompt, item.gold
+        rows.append(
+            {
+                "prompt_index": item.index,
+                "prompt_id": prompt.id,
+                "prompt_variant": prompt.variant,
+                "role": prompt.role,
+                "text": prompt.text,
+                "gold": prompt.gold,
+                "control_of": prompt.control_of,
+                "paired_variant": item.paired.variant if item.paired else None,
+                "temperatures": list(prompt.temperatures),
+                "n_tokens": len(item.input_ids),
+                "token_ids": item.input_ids,
+                "tokens": vocab.take(pa.array(item.input_ids, pa.int64())).to_pylist(),
+                "context_ids": item.context_ids,
+                "gold_alignment": gold.status if gold else None,
+                "gold_variant": gold.variant if gold else None,
+                "gold_first_id": gold.first_id if gold else None,
+                "gold_answer_ids": list(gold.answer_ids) if gold else None,
+                "gold_pieces": list(gold.pieces) if gold else None,
+                "paired_gold_first_id": item.paired_gold.first_id if item.paired_gold else None,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=schema.PROMPTS)
+
+
+def vocab_table(tokenizer, d_vocab: int, decoded: pa.Array) -> pa.Table:
+    """One row per vocabulary id: the tokenizer's own piece and the decoded text (`decoded`, as records hold it).
+
+    Ids the model has beyond the tokenizer's vocabulary (padded embedding rows) have no piece.
+    """
+    known = min(d_vocab, len(tokenizer))
+    pieces = [None if piece is None else str(piece) for piece in tokenizer.convert_ids_to_tokens(list(range(known)))]
+    pieces.extend([None] * (d_vocab - known))
+    return pa.Table.from_pydict(
+        {"token_id": pa.array(np.arange(d_vocab, dtype=np.int32)), "piece": pa.array(pieces, pa.string()), "text": decoded},
+        schema=schema.VOCAB,
     )
 
 

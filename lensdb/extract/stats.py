@@ -32,10 +32,10 @@ class LensStats:
     paired_answer_rank: torch.Tensor
     kl_to_final_bits: torch.Tensor  # float64
     cos_to_final: torch.Tensor  # float32
-    kl_vs_norm_bits: torch.Tensor | None  # float64; None when the norm lens is not in the chunk
+    kl_vs_reference_bits: torch.Tensor | None  # float64 KL(reference lens || this lens); None without a reference
 
     @classmethod
-    def empty(cls, layers: int, positions: int, top_k: int, device, with_norm_kl: bool) -> "LensStats":
+    def empty(cls, layers: int, positions: int, top_k: int, device, with_reference_kl: bool) -> "LensStats":
         def floats():
             return torch.empty(layers, positions, device=device)
 
@@ -52,7 +52,7 @@ class LensStats:
             paired_answer_rank=ranks(),
             kl_to_final_bits=floats(),
             cos_to_final=floats(),
-            kl_vs_norm_bits=floats() if with_norm_kl else None,
+            kl_vs_reference_bits=floats() if with_reference_kl else None,
         )
 
 
@@ -64,25 +64,31 @@ def chunk_statistics(
     answer_ids: torch.Tensor,
     paired_ids: torch.Tensor,
     top_k: int,
+    reference: str | None = None,
     block_bytes: int | None = BLOCK_BYTES,
+    has_answer=None,
+    has_paired=None,
 ) -> dict[str, LensStats]:
     """Statistics of each lens's logits (layers, P, V) against the model's final distribution.
 
     final_log_probs and final_logits_unit (unit-norm final logits) are (P, V) at the same
-    positions; answer_ids / paired_ids (P,) hold token ids or NO_TOKEN. When the norm lens
-    is among the lenses, every other lens also gets KL(norm || lens).
+    positions; answer_ids / paired_ids (P,) hold token ids or NO_TOKEN. With a `reference`
+    lens among the lenses, every other lens also gets KL(reference || lens). has_answer /
+    has_paired (P,) booleans on the host, when given, spare a device-to-host copy.
 
     With `block_bytes` (the CPU), rows are handled in blocks small enough to stay in cache:
     every statistic of a block is computed while its logits are there. With None (GPUs,
     where many small kernels cost more than memory traffic), each lens is one block.
     """
-    lenses = list(logits_by_lens)
+    lenses = sorted(logits_by_lens, key=lambda name: name != reference)  # the reference first
     layers, positions, vocab = next(iter(logits_by_lens.values())).shape
     device = final_log_probs.device
-    compare = "norm" in lenses and len(lenses) > 1
-    results = {lens: LensStats.empty(layers, positions, top_k, device, compare and lens != "norm") for lens in lenses}
-    has_answer = (answer_ids != NO_TOKEN).cpu().numpy()
-    has_paired = (paired_ids != NO_TOKEN).cpu().numpy()
+    compare = reference in lenses and len(lenses) > 1
+    results = {lens: LensStats.empty(layers, positions, top_k, device, compare and lens != reference) for lens in lenses}
+    if has_answer is None:
+        has_answer = (answer_ids != NO_TOKEN).cpu().numpy()
+    if has_paired is None:
+        has_paired = (paired_ids != NO_TOKEN).cpu().numpy()
     answer_index = answer_ids.clamp(min=0).unsqueeze(-1)
     paired_index = paired_ids.clamp(min=0).unsqueeze(-1)
     if block_bytes is None:
@@ -97,23 +103,23 @@ def chunk_statistics(
             golds.append((answer_index[rows], "answer"))
         if has_paired[rows].any():
             golds.append((paired_index[rows], "paired"))
-        norm_block = None
+        reference_block = None
         for lens in lenses:
             out = results[lens]
             probs, log_probs = _block_statistics(
                 logits_by_lens[lens][at], out, at, final_log_probs[rows], final_logits_unit[rows], golds, top_k
             )
-            if lens == "norm":
-                norm_block = (probs, log_probs)
-            elif out.kl_vs_norm_bits is not None:
-                norm_probs, norm_log_probs = norm_block
-                out.kl_vs_norm_bits[at] = (norm_probs * (norm_log_probs - log_probs)).sum(dim=-1)
+            if lens == reference:
+                reference_block = (probs, log_probs)
+            elif out.kl_vs_reference_bits is not None:
+                ref_probs, ref_log_probs = reference_block
+                out.kl_vs_reference_bits[at] = (ref_probs * (ref_log_probs - log_probs)).sum(dim=-1)
     for lens, out in results.items():
         out.kl_to_final_bits = _to_bits(out.kl_to_final_bits)
-        if out.kl_vs_norm_bits is not None:
-            out.kl_vs_norm_bits = _to_bits(out.kl_vs_norm_bits)
-        elif lens == "norm" and compare:
-            out.kl_vs_norm_bits = torch.zeros(layers, positions, dtype=torch.float64, device=device)
+        if out.kl_vs_reference_bits is not None:
+            out.kl_vs_reference_bits = _to_bits(out.kl_vs_reference_bits)
+        elif lens == reference and compare:
+            out.kl_vs_reference_bits = torch.zeros(layers, positions, dtype=torch.float64, device=device)
         missing_answer = (answer_ids == NO_TOKEN).expand(layers, positions)
         missing_paired = (paired_ids == NO_TOKEN).expand(layers, positions)
         out.p_answer.masked_fill_(missing_answer, float("nan"))
@@ -171,13 +177,14 @@ def top_k_of(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class HeadConsistency:
-    """Per prompt: the best scalar temperature and the config's transforms, lens vs head."""
+    """Per prompt (B,): the best scalar temperature and the config's transforms, lens vs head.
+    Tensors stay on the device; None where the config has no such transform."""
 
-    temp_est: list[float]
-    kl_after_temp_bits: list[float]
-    kl_after_scale_bits: list[float | None]
-    kl_after_softcap_bits: list[float | None]
-    kl_after_scale_then_softcap_bits: list[float | None]
+    temp_est: torch.Tensor
+    kl_after_temp_bits: torch.Tensor
+    kl_after_scale_bits: torch.Tensor | None
+    kl_after_softcap_bits: torch.Tensor | None
+    kl_after_scale_then_softcap_bits: torch.Tensor | None
 
 
 def head_consistency(
@@ -209,18 +216,17 @@ def head_consistency(
         kls = kl_bits(torch.log_softmax(z.unsqueeze(1) / grid[:, None], dim=-1), final_log_probs.unsqueeze(1))
     best = torch.argmin(kls, dim=-1)  # the first minimum
 
-    def kl_of(transformed: torch.Tensor) -> list[float]:
-        return kl_bits(torch.log_softmax(transformed, dim=-1), final_log_probs).tolist()
+    def kl_of(transformed: torch.Tensor) -> torch.Tensor:
+        return kl_bits(torch.log_softmax(transformed, dim=-1), final_log_probs)
 
     has_scale = scale is not None and scale > 0
     has_softcap = softcap is not None and softcap > 0
-    nothing = [None] * rows
     return HeadConsistency(
-        temp_est=grid[best].tolist(),
-        kl_after_temp_bits=kls.gather(-1, best[:, None]).squeeze(-1).tolist(),
-        kl_after_scale_bits=kl_of(z / scale) if has_scale else nothing,
-        kl_after_softcap_bits=kl_of(torch.tanh(z / softcap) * softcap) if has_softcap else nothing,
+        temp_est=grid[best],
+        kl_after_temp_bits=kls.gather(-1, best[:, None]).squeeze(-1),
+        kl_after_scale_bits=kl_of(z / scale) if has_scale else None,
+        kl_after_softcap_bits=kl_of(torch.tanh(z / softcap) * softcap) if has_softcap else None,
         kl_after_scale_then_softcap_bits=kl_of(torch.tanh((z / scale) / softcap) * softcap)
         if has_scale and has_softcap
-        else nothing,
+        else None,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 import lensdb as lensdb_package
 from lensdb.errors import LegacyFormatError, LensdbError
@@ -97,6 +99,7 @@ class ImportedRun:
     run_id: str
     path: Path
     rows: dict[str, int]
+    already_imported: bool = False  # the same files were imported before: run_id is that run
 
 
 @dataclass
@@ -109,11 +112,18 @@ class PreparedRun:
     tables: dict[str, pa.Table]
 
 
-def import_legacy(folder: str | Path, warehouse: str | Path | None = None) -> list[ImportedRun]:
-    """Import every model of a legacy output folder, one committed run each; all or nothing."""
+def import_legacy(folder: str | Path, warehouse: str | Path | None = None, *, force: bool = False) -> list[ImportedRun]:
+    """Import every model of a legacy output folder, one committed run each; all or nothing.
+
+    A model whose three files (by content) were imported before is not imported again
+    unless `force`: its entry names the earlier run, with already_imported set.
+    """
     models = [read_model(files) for files in find_legacy_files(Path(folder))]
     warehouse_path = layout.resolve_warehouse(warehouse)
-    return write_runs(warehouse_path, [prepare_run(model) for model in models])
+    earlier = {} if force else imported_file_hashes(warehouse_path)
+    previous = [earlier.get((model.model, files_sha256(model.files))) for model in models]
+    written = iter(write_runs(warehouse_path, [prepare_run(m) for m, p in zip(models, previous) if p is None]))
+    return [p if p is not None else next(written) for p in previous]
 
 
 def prepare_run(model: LegacyModel) -> PreparedRun:
@@ -147,6 +157,36 @@ def write_runs(warehouse: Path, runs: list[PreparedRun]) -> list[ImportedRun]:
                 writer.retract()
             raise
     return imported
+
+
+def files_sha256(files: LegacyFiles) -> str:
+    """One hash of the three files' bytes (JSON, records CSV, pure CSV, in that order)."""
+    digest = hashlib.sha256()
+    for path in (files.json, files.records, files.pure):
+        try:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError as exc:
+            raise LegacyFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def imported_file_hashes(warehouse: Path) -> dict[tuple[str, str], ImportedRun]:
+    """(model, files hash) -> the committed run imported from those files, read from the manifests."""
+    found: dict[tuple[str, str], ImportedRun] = {}
+    for run_folder in layout.run_folders(warehouse):
+        folder = run_folder.path
+        try:
+            manifest = pq.read_table(next((folder / "manifest").glob("*.parquet"))).to_pylist()[0]
+        except (StopIteration, OSError, ValueError, IndexError):
+            continue  # no readable manifest: not a committed run
+        sha = manifest.get("source_files_sha256")
+        if sha and manifest.get("status") == "committed":
+            try:
+                records = sum(pq.read_metadata(p).num_rows for p in (folder / "records").glob("*.parquet"))
+            except (OSError, ValueError):
+                records = 0
+            found[(manifest["model"], sha)] = ImportedRun(manifest["model"], manifest["run_id"], folder, {"records": records}, already_imported=True)
+    return found
 
 
 # ---------------------------------------------------------------- legacy files -> rows
@@ -551,6 +591,7 @@ def manifest_table(model: LegacyModel, run_id: str, started: datetime, finished:
         "prompt_set": "legacy",
         "target_prediction": diagnostics.get("target_prediction"),
         "legacy_blocks": legacy_blocks(model.doc),
+        "source_files_sha256": files_sha256(model.files),
     }
     row |= {column: stats[key] for key, column in fmt.MODEL_STATS}
     row |= {key: diagnostics.get(key) for key in fmt.PROVENANCE_KEYS}

@@ -6,7 +6,8 @@ view its columns, also before any run has that table, and a damaged run file is 
 one a query plans with. The files hold only NULL rows, which the views prune by file name
 before reading any row; their row counts are there for DuckDB's planner, which estimates a
 scan as (rows of the first file) x (number of files): with typical per-file counts it puts
-the small side of each join on its build side.
+the small side of each join on its build side. `_schema/lenses/lens.parquet` does the same
+for the stored tuned lenses (v1.lenses reads `<root>/*/*/lens.parquet`).
 
 Several processes may write them at once (the first queries on a new warehouse, extracts):
 each writes a temporary file of its own and renames it into place.
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensdb.warehouse import layout
-from lensdb.warehouse.schema import TABLES, with_metadata
+from lensdb.warehouse.schema import LENSES, TABLES, with_metadata
 
 # Typical rows per file of each table (planner estimates only; never read).
 ANCHOR_ROWS = {
@@ -34,29 +35,35 @@ ANCHOR_ROWS = {
     "consistency": 1_000,
     "legacy_raw_lens_samples": 1_000,
     "residuals": 100_000,
+    "vocab": 50_000,
+    "lenses": 10,
 }
+# Every schema file: the run tables, and the stored lenses' table.
+SCHEMAS = {**TABLES, "lenses": LENSES}
 ANCHOR_FOLDER = ("model=_", "run=_")
 STALE_SECONDS = 600
 
 
 def anchor_path(root: Path, table: str) -> Path:
+    if table == "lenses":
+        return root / layout.SCHEMA_DIR / layout.LENSES_DIR / "lens.parquet"
     return root / layout.SCHEMA_DIR / ANCHOR_FOLDER[0] / ANCHOR_FOLDER[1] / table / "part-00000.parquet"
 
 
 def anchor_table(table: str) -> pa.Table:
-    schema = with_metadata(TABLES[table], table)
+    schema = with_metadata(SCHEMAS[table], table)
     rows = ANCHOR_ROWS[table]
     return pa.table([pa.nulls(rows, field.type) for field in schema], schema=schema)
 
 
 def anchors_current(root: Path) -> bool:
     """Whether every schema file exists, reads, and has the wanted schema and row count."""
-    return all(_current(anchor_path(root, table), table) for table in TABLES)
+    return all(_current(anchor_path(root, table), table) for table in SCHEMAS)
 
 
 def write_schema_anchors(root: Path) -> None:
     """Write the schema files that are missing, damaged or out of date (OSError if it cannot)."""
-    for table in TABLES:
+    for table in SCHEMAS:
         path = anchor_path(root, table)
         if _current(path, table):
             continue
@@ -83,7 +90,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
 def _current(path: Path, table: str) -> bool:
     try:
         metadata = pq.read_metadata(path)
-        schema, wanted = metadata.schema.to_arrow_schema(), with_metadata(TABLES[table], table)
+        schema, wanted = metadata.schema.to_arrow_schema(), with_metadata(SCHEMAS[table], table)
         # Field metadata (Parquet field ids) differs after a round trip; the schema's own does not.
         return metadata.num_rows == ANCHOR_ROWS[table] and schema.equals(wanted) and schema.metadata == wanted.metadata
     except Exception:  # noqa: BLE001 - missing or damaged: written again

@@ -3,6 +3,7 @@
     <warehouse>/
       runs/model=<model key>/run=<run id>/<table>/part-NNNNN.parquet   committed runs
       _staging/<token>/<table>/...                                      runs being written
+      _trash/<token>/<table>/...                                        runs being removed
       _schema/model=_/run=_/<table>/part-00000.parquet                  schema files giving the
                                                                         views their columns
       lensdb.duckdb                                                     the DuckDB catalog (views)
@@ -32,7 +33,9 @@ WAREHOUSE_ENV = "LENSDB_WAREHOUSE"
 CATALOG_FILE = "lensdb.duckdb"
 RUNS_DIR = "runs"
 STAGING_DIR = "_staging"
+TRASH_DIR = "_trash"  # `lensdb rm` renames a run here (out of every view) before deleting it
 SCHEMA_DIR = "_schema"
+LENSES_DIR = "lenses"  # stored tuned lenses: lenses/<name>/lens.parquet (v1.lenses)
 MODEL_PREFIX = "model="
 RUN_PREFIX = "run="
 
@@ -179,3 +182,12 @@ def glob_literal(path: str) -> str:
 def sql_string(text: str) -> str:
     """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def model_of_folder(run_folder: Path) -> str:
+    """The model id of a runs/model=<key>/run=<id> folder (the key decoded)."""
+    return model_from_key(run_folder.parent.name.removeprefix(MODEL_PREFIX))
+
+
+def run_id_of_folder(run_folder: Path) -> str:
+    return run_folder.name.removeprefix(RUN_PREFIX)

@@ -14,6 +14,10 @@ Tables (one row per ...):
   consistency             prompt x lens: last-layer lens vs model head, the parts SQL cannot derive
   legacy_raw_lens_samples imported runs only: the legacy raw-vs-norm samples (raw records absent)
   residuals               prompt x layer x position (only with --keep-residuals)
+  vocab                   vocabulary id: the tokenizer's piece and the decoded text (extract runs)
+
+Outside runs, `lenses/<name>/lens.parquet` (LENSES, one row per layer) describes a tuned
+lens stored by `lensdb train-lens --name` next to its config.json and params.pt.
 """
 
 from __future__ import annotations
@@ -75,6 +79,21 @@ MANIFEST = pa.schema(
         ("last_layer_top1_agreement", _f64),
         ("last_layer_flagged", _bool),
         ("legacy_blocks", pa.list_(_str)),  # JSON blocks an imported legacy file had
+        # The lens family: what each lens of the run is (JSON list of {name, kind, spec, sha256?,
+        # origin?}) and the lens kl_vs_norm_bits compares with (norm by default; null: none).
+        ("lens_details", _str),
+        ("reference_lens", _str),
+        ("unembed_precision", _str),  # "float32", or e.g. "float16 x2 split, float32 accumulation"
+        ("source_files_sha256", _str),  # imported runs: sha256 of the legacy files' bytes (import-legacy skips a repeat)
+        # Hash of the options that change the records (lensdb/run_settings.py); `lensdb sweep`
+        # skips a model with a run of the same prompt-set and settings hashes. Null: legacy.
+        ("settings_sha256", _str),
+        ("world_size", _i32),  # processes that extracted the run (torchrun ranks); null: legacy
+        # Where and how the model was loaded (extract runs; null for imported runs).
+        ("device_map", _str),  # JSON object: module name -> device ("cuda:0", "cpu", "disk"); {"": device} for one device
+        ("load_seconds", _f64),  # config, weights and bridge, up to the first prompt
+        ("load_peak_host_rss_bytes", pa.int64()),  # peak resident host memory while loading
+        ("peak_host_rss_bytes", pa.int64()),  # peak resident host memory of the run, load included
     ]
 )
 
@@ -173,6 +192,52 @@ LEGACY_RAW_LENS_SAMPLES = pa.schema(
 )
 
 
+# Records keep decoded strings (what the legacy files show); the raw pieces keep what decoding
+# loses, e.g. SentencePiece's word-start marker ("▁Lily" decodes to "Lily", "▁" to "").
+VOCAB = pa.schema(
+    [
+        ("token_id", _i32),
+        ("piece", _str),  # tokenizer.convert_ids_to_tokens(id); null for ids beyond the tokenizer
+        ("text", _str),  # the id decoded on its own, as records' token / topk_tokens hold it
+    ]
+)
+
+# A stored tuned lens: one row per layer 0..n_layers, its training settings repeated.
+LENSES = pa.schema(
+    [
+        ("lens", _str),  # the name it is stored under (`lenses/<lens>/`)
+        ("model", _str),
+        ("model_path", _str),
+        ("model_revision", _str),
+        ("created_at", _ts),
+        ("lensdb_version", _str),
+        ("torch_version", _str),
+        ("device", _str),
+        ("dtype", _str),  # the model's dtype in training (the translators are float32)
+        ("n_layers", _i32),
+        ("d_model", _i32),
+        ("lens_sha256", _str),  # sha256 of params.pt
+        ("unembed_hash", _str),  # tuned-lens's fingerprint of the unembedding
+        ("corpus", _str),  # the --text file
+        ("corpus_sha256", _str),
+        ("train_tokens", pa.int64()),  # tokens of the training windows (one pass)
+        ("eval_tokens", pa.int64()),  # tokens of the held-out windows
+        ("steps", _i32),
+        ("tokens_per_step", pa.int64()),
+        ("seq_len", _i32),
+        ("lr", _f64),  # --lr: tuned-lens's lr scale; SGD runs at lr x (1 - momentum)
+        ("momentum", _f64),
+        ("weight_decay", _f64),
+        ("seed", pa.int64()),
+        ("train_seconds", _f64),
+        ("layer", _i32),  # 0 = embeddings, i = after block i-1; n_layers: identity translator
+        ("kl_bits", _f64),  # held-out mean KL(model's final distribution || tuned lens), bits
+        ("final_ln_kl_bits", _f64),  # the same for the final_ln logit lens
+        ("train_kl_bits", _f64),  # mean KL(final || tuned lens) over the last training step; NULL at n_layers
+    ]
+)
+
+
 def residuals_schema(value_type: pa.DataType, d_model: int) -> pa.Schema:
     return pa.schema(
         [
@@ -193,6 +258,7 @@ TABLES: dict[str, pa.Schema] = {
     "consistency": CONSISTENCY,
     "legacy_raw_lens_samples": LEGACY_RAW_LENS_SAMPLES,
     "residuals": residuals_schema(_f32, 1),
+    "vocab": VOCAB,
 }
 
 

@@ -35,20 +35,36 @@ class RunWriter:
     Use as a context manager: leaving the block without `commit()` (an error, Ctrl-C)
     deletes the staging folder. A process killed outright leaves its staging folder
     behind, which readers never see and the next writer on this host removes.
+
+    Several processes can write one run (torchrun ranks, lensdb/extract/distributed.py):
+    each names its files with its own `file_tag` (`part-rank1-00000.parquet`); one
+    writer owns the staging folder and commits, the others `join()` it and `finish()`.
     """
 
-    def __init__(self, warehouse: Path, model: str, run_id: str):
+    def __init__(self, warehouse: Path, model: str, run_id: str, *, file_tag: str = ""):
         self.warehouse = warehouse
         self.model = layout.check_model_name(model)
         self.run_id = layout.check_run_id(run_id)
         self.target = layout.run_dir(warehouse, model, run_id)
         self.staging = warehouse / layout.STAGING_DIR / f"{run_id}@{os.getpid()}@{socket.gethostname()}"
+        self.file_tag = file_tag  # inserted in file names, so that several writers can share a folder
+        self.owns_staging = True  # False for a writer that joined another's staging folder
         # Keyed by (table, part): a table may be written as several files ("part" names them).
         self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
         self._pending: dict[tuple[str, str], list[pa.RecordBatch]] = {}
         self._pending_rows: dict[tuple[str, str], int] = {}
         self.rows_written: dict[str, int] = {}
         self.committed = False
+
+    @classmethod
+    def join(cls, warehouse: Path, model: str, run_id: str, staging_name: str, *, file_tag: str) -> "RunWriter":
+        """A writer adding its own files to the staging folder `staging_name` that another
+        writer opened (and will commit or remove); it never commits, and on errors removes
+        only its own files."""
+        writer = cls(warehouse, model, run_id, file_tag=file_tag)
+        writer.staging = warehouse / layout.STAGING_DIR / staging_name
+        writer.owns_staging = False
+        return writer
 
     def __enter__(self) -> "RunWriter":
         self.open()
@@ -59,9 +75,13 @@ class RunWriter:
             self.abort()
 
     def open(self) -> None:
+        if not self.owns_staging:
+            if not self.staging.is_dir():
+                raise WarehouseError(f"the staging folder {self.staging} of run {self.run_id} is missing")
+            return
         try:
             (self.warehouse / layout.STAGING_DIR).mkdir(parents=True, exist_ok=True)
-            _remove_stale_staging(self.warehouse / layout.STAGING_DIR)
+            remove_stale_folders(self.warehouse / layout.STAGING_DIR)
             self.staging.mkdir()
             probe = self.staging / ".write-test"
             probe.write_bytes(b"")
@@ -107,7 +127,7 @@ class RunWriter:
         table, part = key
         folder = self.staging / table
         folder.mkdir(exist_ok=True)
-        self._writers[key] = pq.ParquetWriter(folder / f"{part}-00000.parquet", with_metadata(schema, table), **PARQUET_OPTIONS)
+        self._writers[key] = pq.ParquetWriter(self._file(table, part), with_metadata(schema, table), **PARQUET_OPTIONS)
         self.rows_written.setdefault(table, 0)
 
     def _flush(self, key: tuple[str, str]) -> None:
@@ -119,8 +139,21 @@ class RunWriter:
         writer.write_table(pa.Table.from_batches(batches).cast(writer.schema))
         self.rows_written[key[0]] += sum(b.num_rows for b in batches)
 
+    def _file(self, table: str, part: str) -> Path:
+        return self.staging / table / f"{part}{self.file_tag}-00000.parquet"
+
+    def finish(self) -> None:
+        """Write out and close every file of this writer (for a writer that does not commit)."""
+        with self._writing():
+            for key in list(self._writers):
+                self._flush(key)
+                self._writers.pop(key).close()
+                _fsync_file(self._file(*key))
+
     def commit(self, manifest: pa.Table, manifest_schema: pa.Schema) -> Path:
         """Close every table, write the manifest last, and move the run into place."""
+        if not self.owns_staging:
+            raise WarehouseError("only the writer that opened the staging folder commits the run")
         with self._writing():
             for key in list(self._writers):
                 self._flush(key)
@@ -161,9 +194,14 @@ class RunWriter:
                 writer.close()
             except Exception:  # noqa: BLE001 - the folder is deleted anyway
                 pass
+        keys = list(self._writers) + list(self._pending)
         self._writers.clear()
         self._pending.clear()
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.owns_staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        for key in keys:
+            self._file(*key).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -196,8 +234,8 @@ def _why(exc: BaseException) -> str:
     return detail or type(exc).__name__
 
 
-def _remove_stale_staging(staging_root: Path) -> None:
-    """Delete staging folders of processes on this host that no longer exist."""
+def remove_stale_folders(staging_root: Path) -> None:
+    """Delete `<name>@<pid>@<host>` folders (staging, trash) of processes on this host that no longer exist."""
     host = socket.gethostname()
     for folder in staging_root.iterdir():
         if not folder.is_dir():
@@ -217,6 +255,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_tree(root: Path) -> None:

@@ -34,17 +34,31 @@ FROM read_parquet('{{ROOT}}/*/model=*/run=*/manifest/*.parquet',
                   filename = true, hive_partitioning = false)
 WHERE v1_base.folder_of(filename) IS NOT NULL AND NOT v1_base.skipped(filename);
 
+-- is_latest: the run is the latest committed run of its model and prompt set (created_at,
+-- then finished_at, then run_id decide). `SET VARIABLE lensdb_latest_only = true` keeps
+-- only those runs, in this view and so in every view built on it (`--latest`).
+CREATE OR REPLACE VIEW v1_base.committed_manifest AS
+WITH committed AS (
+    SELECT *
+    FROM v1_base.manifest_files
+    WHERE status = 'committed' AND run_id = folder_run
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY model, prompt_set
+                                 ORDER BY created_at DESC, finished_at DESC, run_id DESC) = 1 AS is_latest
+    FROM committed
+)
+SELECT * FROM ranked
+WHERE is_latest OR NOT coalesce(getvariable('lensdb_latest_only'), false);
+
 CREATE OR REPLACE VIEW v1_base.manifest AS
 SELECT * EXCLUDE (filename, folder, folder_run)
-FROM v1_base.manifest_files
-WHERE status = 'committed' AND run_id = folder_run;
+FROM v1_base.committed_manifest;
 
 -- The committed run folders the tables below read, with their model: from the manifest, so
 -- that a model id too long for one folder name (stored under a shortened name) reads back whole.
 CREATE OR REPLACE VIEW v1_base.committed AS
 SELECT folder, run_id, model
-FROM v1_base.manifest_files
-WHERE status = 'committed' AND run_id = folder_run;
+FROM v1_base.committed_manifest;
 
 -- The tables below join their rows to the committed run folders (a hash join with the few
 -- committed runs on the build side). Filters on run_id go below the join into the scan,
@@ -82,5 +96,11 @@ WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filena
 CREATE OR REPLACE VIEW v1_base.legacy_raw_lens_samples AS
 SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
 FROM read_parquet('{{ROOT}}/*/model=*/run=*/legacy_raw_lens_samples/*.parquet', filename = true, hive_partitioning = false) t
+JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
+WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);
+
+CREATE OR REPLACE VIEW v1_base.vocab AS
+SELECT v1_base.run_of(t.filename) AS run_id, t.* EXCLUDE (filename), c.model
+FROM read_parquet('{{ROOT}}/*/model=*/run=*/vocab/*.parquet', filename = true, hive_partitioning = false) t
 JOIN v1_base.committed c ON c.folder = v1_base.folder_of(t.filename)
 WHERE v1_base.folder_of(t.filename) IS NOT NULL AND NOT v1_base.skipped(t.filename);

@@ -42,6 +42,35 @@ CREATE OR REPLACE MACRO v1.p_top5(probs) AS
 CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
     greatest(0.0, 1.0 - list_reduce(list_transform(probs, lambda p: p::DOUBLE), lambda a, b: a + b, 0.0::DOUBLE));
 
+-- columns:
+--   run_id              the run
+--   model               the run's model
+--   prompt_id           the prompt
+--   prompt_variant      the prompt's variant
+--   role                the prompt's role (pos, ctl, test, ...)
+--   lens                norm, final_ln or raw
+--   layer               0 = embeddings, i = the residual after block i-1
+--   pos                 the prompt's last position
+--   entropy_bits        entropy of the lens distribution, bits
+--   topk_ids            top-k token ids, most probable first (NULL in imported runs)
+--   topk_tokens         those tokens decoded
+--   topk_probs          their probabilities
+--   copy_collapse       the copy rule fires (see this file's header)
+--   entropy_collapse    entropy_bits <= 1.0
+--   is_answer           answer_rank = 1; without a gold id, the stripped top-1 token = gold
+--   p_top1              the largest probability
+--   p_top5              the 5 largest summed (float32, in the legacy order)
+--   p_answer            probability of the gold first token
+--   kl_to_final_bits    KL(this layer || the model's final distribution), bits
+--   answer_rank         rank of the gold first token (1 = top)
+--   cos_to_final        cosine of this layer's logits and the model's final logits
+--   control_margin      p_answer - p_paired_answer, for prompts with control_of
+--   p_paired_answer     probability of the paired prompt's gold first token
+--   paired_answer_rank  its rank
+--   kl_vs_norm_bits     KL(norm lens || this lens), bits
+--   gold                the expected answer string
+--   gold_alignment      ok or unresolved (NULL: no gold)
+--   control_of          the prompt id a control is paired with
 CREATE OR REPLACE MACRO v1.pure_next_token_with(threshold := 0.95, margin := 0.10, k := 1) AS TABLE
 WITH history AS (  -- only for k <> 1, and narrow: a window sorts all of its input
     SELECT run_id, prompt_id, prompt_variant, lens, layer,
@@ -82,5 +111,6 @@ SELECT run_id, model, prompt_id, prompt_variant, role, lens, layer, pos, entropy
        p_paired_answer, paired_answer_rank, kl_vs_norm_bits, gold, gold_alignment, control_of
 FROM last_position;
 
+-- columns: v1.pure_next_token_with
 CREATE OR REPLACE VIEW v1.pure_next_token AS
 SELECT * FROM v1.pure_next_token_with();

@@ -7,6 +7,27 @@
 --          and the copy rule's parameters (copy_thresh, copy_margin, copy_window_k,
 --          copy_match_level).
 -- inputs:  v1.pure_next_token_with
+-- columns:
+--   run_id              the run
+--   model               the run's model
+--   prompt_id           the prompt
+--   prompt_variant      the prompt's variant
+--   role                the prompt's role
+--   lens                norm, final_ln or raw
+--   L_copy              first layer with copy_collapse (NULL: never)
+--   L_copy_H            first layer with entropy_collapse
+--   L_semantic          first layer with is_answer
+--   delta_layers        L_semantic - L_copy
+--   first_kl_below_0_5  first layer with kl_to_final_bits <= 0.5
+--   first_kl_below_1_0  first layer with kl_to_final_bits <= 1.0
+--   first_rank_le_1     first layer with answer_rank <= 1
+--   first_rank_le_5     first layer with answer_rank <= 5
+--   first_rank_le_10    first layer with answer_rank <= 10
+--   gold_alignment      ok or unresolved (NULL: no gold)
+--   copy_thresh         the copy rule's probability threshold
+--   copy_margin         the copy rule's p1 - p2 margin
+--   copy_window_k       the copy rule's window of layers
+--   copy_match_level    how the window is matched (id_subsequence)
 CREATE OR REPLACE MACRO v1.diagnostics_with(threshold := 0.95, margin := 0.10, k := 1) AS TABLE
 SELECT run_id, model, prompt_id, prompt_variant, any_value(role) AS role, lens,
        min(layer) FILTER (WHERE copy_collapse) AS L_copy,
@@ -26,5 +47,6 @@ SELECT run_id, model, prompt_id, prompt_variant, any_value(role) AS role, lens,
 FROM v1.pure_next_token_with(threshold, margin, k)
 GROUP BY run_id, model, prompt_id, prompt_variant, lens;
 
+-- columns: v1.diagnostics_with
 CREATE OR REPLACE VIEW v1.diagnostics AS
 SELECT * FROM v1.diagnostics_with();

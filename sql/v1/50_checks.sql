@@ -11,6 +11,23 @@
 --          the last position (warn_high_last_layer_kl: KL > 0.5 bits, the legacy rule).
 -- inputs:  v1_base.records, v1_base.prompts, v1_base.finals, v1_base.consistency,
 --          v1_base.legacy_raw_lens_samples, v1_base.manifest
+-- columns:
+--   run_id               the run
+--   model                the run's model
+--   prompt_id            the prompt
+--   prompt_variant       the prompt's variant
+--   layer                the layer
+--   sampled              one of the legacy sample layers (0, 1 + n//4, 1 + n//2, 1 + 3n//4)
+--   kl_norm_vs_raw_bits  KL(norm lens || raw lens) at the last position, bits
+--   top1_agree           both lenses have the same top-1 token
+--   p_top1_norm          top-1 probability, norm lens
+--   p_top1_raw           top-1 probability, raw lens
+--   p_answer_norm        gold first token probability, norm lens
+--   p_answer_raw         gold first token probability, raw lens
+--   answer_rank_norm     gold first token rank, norm lens
+--   answer_rank_raw      gold first token rank, raw lens
+--   is_answer_norm       is_answer of the norm lens
+--   is_answer_raw        is_answer of the raw lens
 CREATE OR REPLACE VIEW v1.raw_lens_check AS
 WITH last_position AS (
     SELECT r.*, p.gold FROM v1_base.records r
@@ -41,6 +58,14 @@ SELECT p.run_id, p.model, p.prompt_id, p.prompt_variant, p.layer,
 FROM pairs p
 JOIN v1_base.manifest m USING (run_id);
 
+-- columns:
+--   run_id                          the run
+--   model                           the run's model
+--   prompt_id                       the prompt
+--   prompt_variant                  the prompt's variant
+--   first_norm_only_semantic_layer  first sampled layer where only the norm lens finds the answer
+--   max_kl_norm_vs_raw_bits         the largest KL(norm || raw) over the sampled layers, bits
+--   lens_artifact_risk              high, medium or low (see this file's header)
 CREATE OR REPLACE VIEW v1.raw_lens_summary AS
 SELECT run_id, model, prompt_id, prompt_variant,
        min(layer) FILTER (WHERE is_answer_norm AND NOT is_answer_raw) AS first_norm_only_semantic_layer,
@@ -52,6 +77,26 @@ FROM v1.raw_lens_check
 WHERE sampled
 GROUP BY run_id, model, prompt_id, prompt_variant;
 
+-- columns:
+--   run_id                            the run
+--   model                             the run's model
+--   prompt_id                         the prompt
+--   prompt_variant                    the prompt's variant
+--   lens                              norm, final_ln or raw
+--   kl_to_final_bits                  KL(lens at the last layer || model head), bits
+--   top1_agree                        the lens and the head have the same top-1 token
+--   p_top1_lens                       top-1 probability of the lens
+--   p_top1_model                      top-1 probability of the head
+--   p_answer_lens                     gold first token probability of the lens
+--   answer_rank_lens                  gold first token rank of the lens
+--   temp_est                          the best scalar temperature for the lens logits
+--   kl_after_temp_bits                KL after that temperature, bits
+--   cfg_scale                         the config's final logit scale, if any
+--   cfg_softcap                       the config's final logit softcap, if any
+--   kl_after_scale_bits               KL after the scale, bits
+--   kl_after_softcap_bits             KL after the softcap, bits
+--   kl_after_scale_then_softcap_bits  KL after both, bits
+--   warn_high_last_layer_kl           kl_to_final_bits > 0.5 (the legacy rule)
 CREATE OR REPLACE VIEW v1.last_layer_consistency AS
 SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, r.lens,
        r.kl_to_final_bits,

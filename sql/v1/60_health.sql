@@ -9,6 +9,11 @@
 -- inputs:  getvariable('lensdb_damaged_runs'), set by lensdb (lensdb/warehouse/health.py)
 CREATE SCHEMA IF NOT EXISTS v1;
 
+-- columns:
+--   model     the model id (decoded from the run's model= folder)
+--   run_id    the run id (from the run= folder)
+--   folder    the run folder relative to the warehouse (runs/model=<key>/run=<id>)
+--   reason    why the run is left out, in one line
 CREATE OR REPLACE VIEW v1.damaged_runs AS
 SELECT damaged.model, damaged.run_id, damaged.folder, damaged.reason
 FROM (SELECT unnest(coalesce(getvariable('lensdb_damaged_runs'), {{DAMAGED_RUNS}})) AS damaged);

@@ -1,0 +1,398 @@
+"""Run management: list, show and remove the runs of a warehouse (`lensdb runs`, `show`, `rm`).
+
+Listing reads the folder tree, the manifests and the Parquet footers directly, not the
+views, so a damaged run is listed (status `damaged`) and never hides the others.
+
+Removing a run is two steps: one os.rename moves its folder from runs/ into _trash/,
+which no view reads, so the run leaves every view at once; then its files are deleted. A
+process killed between the two leaves the whole run in _trash/ (invisible), which the
+next `lensdb rm` on this host deletes; killed before the rename, it leaves the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lensdb.errors import WarehouseError
+from lensdb.warehouse import health, layout
+from lensdb.warehouse.writer import remove_stale_folders
+
+DAMAGED = "damaged"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run folder as `lensdb runs` lists it."""
+
+    run_id: str
+    model: str
+    source: str | None  # extract or legacy
+    status: str  # the manifest's status (committed), or damaged
+    prompt_set: str | None
+    prompts: int | None  # rows of the prompts table (None: unreadable)
+    records: int | None
+    created_at: datetime | None  # UTC
+    bytes_on_disk: int
+    damaged: str | None  # why the run cannot be read; None when it can
+    path: Path
+
+    @property
+    def size(self) -> str:
+        return human_size(self.bytes_on_disk)
+
+
+@dataclass(frozen=True)
+class TableStats:
+    rows: int | None  # None: a footer could not be read
+    files: int
+    bytes_on_disk: int
+
+
+@dataclass
+class RunDetails:
+    """`lensdb show RUN`: the manifest, each table's size, and a summary of the run's diagnostics."""
+
+    info: RunInfo
+    manifest: dict | None
+    tables: dict[str, TableStats]
+    diagnostics: list[dict] = field(default_factory=list)  # per lens x role
+    last_layer: list[dict] = field(default_factory=list)  # per lens: the last layer vs the model head
+    raw_lens: list[dict] = field(default_factory=list)  # prompts per lens_artifact_risk
+    note: str | None = None  # why diagnostics are missing
+
+
+def list_runs(warehouse=None, model: str | None = None) -> list[RunInfo]:
+    """Every run folder of the warehouse (damaged ones included), by model then creation time.
+
+    `model` keeps one model's runs: its id, or the part after its last '/'.
+    """
+    path = existing_warehouse(warehouse)
+    damaged = _damaged(path)
+    runs = [_run_info(folder.path, damaged.get((folder.model, folder.run_id))) for folder in layout.run_folders(path)]
+    if model is not None:
+        runs = [run for run in runs if model in (run.model, run.model.rsplit("/", 1)[-1])]
+    return sorted(runs, key=lambda run: (run.model, run.created_at or datetime.min, run.run_id))
+
+
+def find_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
+    """The runs named by `run_ids`, in that order; an unknown id is an error naming every unknown id."""
+    path = existing_warehouse(warehouse)
+    wanted = list(dict.fromkeys(run_ids))
+    for run_id in wanted:
+        layout.check_run_id(run_id)  # also keeps glob characters out of the lookup below
+    folders = {run_id: layout.find_run_dirs(path, run_id) for run_id in wanted}
+    unknown = [run_id for run_id, found in folders.items() if not found]
+    if unknown:
+        raise WarehouseError(f"no run {', '.join(unknown)} in {path} (see `lensdb runs`)")
+    damaged = _damaged(path)
+    return [_run_info(folder, damaged.get(_key(folder))) for run_id in wanted for folder in folders[run_id]]
+
+
+def remove_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
+    """Remove runs: each leaves every view in one rename, then its files are deleted.
+
+    Every id is checked first: with an unknown id nothing is removed.
+    """
+    path = existing_warehouse(warehouse)
+    runs = find_runs(path, run_ids)
+    trash = path / layout.TRASH_DIR
+    try:
+        trash.mkdir(exist_ok=True)
+        remove_stale_folders(trash)
+    except OSError as exc:
+        raise WarehouseError(f"warehouse is not writable: {path} ({exc.strerror or exc})") from None
+    for run in runs:
+        target = trash / f"{run.run_id}.{secrets.token_hex(4)}@{os.getpid()}@{socket.gethostname()}"
+        try:
+            os.rename(run.path, target)  # the run leaves every view here
+        except OSError as exc:
+            raise WarehouseError(f"could not remove run {run.run_id}: {exc.strerror or exc}") from None
+        _fsync_dir(run.path.parent)
+        shutil.rmtree(target, ignore_errors=True)
+    return runs
+
+
+def show_run(warehouse, run_id: str) -> RunDetails:
+    """The run's manifest, its tables' rows and sizes, and its diagnostics summarised (from the v1 views)."""
+    path = existing_warehouse(warehouse)
+    info = find_runs(path, [run_id])[0]
+    manifest = _read_manifest_or_none(info.path)
+    tables = {
+        folder.name: _table_stats(folder)
+        for folder in sorted(info.path.iterdir())
+        if folder.is_dir()
+    }
+    details = RunDetails(info=info, manifest=manifest, tables=tables)
+    if info.damaged:
+        details.note = f"damaged ({info.damaged}): no diagnostics"
+        return details
+    _add_diagnostics(path, details)
+    return details
+
+
+def existing_warehouse(warehouse) -> Path:
+    path = layout.resolve_warehouse(warehouse)
+    if not path.is_dir():
+        raise WarehouseError(f"no warehouse at {path} (run `lensdb extract` or `lensdb import-legacy`, or pass --warehouse)")
+    return path
+
+
+# ---------------------------------------------------------------- reading a run folder
+
+
+def _damaged(warehouse: Path) -> dict[tuple[str, str], str]:
+    return {(d.model, d.run_id): d.reason for d in health.damaged_runs(warehouse)}
+
+
+def _key(folder: Path) -> tuple[str, str]:
+    return (layout.model_of_folder(folder), layout.run_id_of_folder(folder))
+
+
+def _run_info(folder: Path, damaged: str | None) -> RunInfo:
+    manifest = _read_manifest_or_none(folder)
+    if manifest is None and not damaged:
+        damaged = "unreadable manifest"
+    return RunInfo(
+        run_id=layout.run_id_of_folder(folder),
+        model=layout.model_of_folder(folder),
+        source=manifest.get("source") if manifest else None,
+        status=DAMAGED if damaged else manifest.get("status") or "unknown",
+        prompt_set=manifest.get("prompt_set") if manifest else None,
+        prompts=_table_stats(folder / "prompts").rows,
+        records=_table_stats(folder / "records").rows,
+        created_at=manifest.get("created_at") if manifest else None,
+        bytes_on_disk=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+        damaged=damaged,
+        path=folder,
+    )
+
+
+def _read_manifest_or_none(folder: Path) -> dict | None:
+    try:
+        files = sorted((folder / "manifest").glob("*.parquet"))
+        return pq.read_table(files[0]).to_pylist()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _table_stats(folder: Path) -> TableStats:
+    files = sorted(folder.glob("*.parquet"))
+    rows: int | None = 0
+    for file in files:
+        try:
+            rows += pq.read_metadata(file).num_rows
+        except (OSError, ValueError):
+            rows = None
+            break
+    return TableStats(rows=rows, files=len(files), bytes_on_disk=sum(f.stat().st_size for f in files))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- diagnostics of one run
+
+DIAGNOSTICS_SQL = """
+SELECT lens, role, count(*) AS prompts,
+       count(L_semantic) AS answered, median(L_semantic) AS L_semantic,
+       count(L_copy) AS copied, median(L_copy) AS L_copy,
+       median(first_kl_below_1_0) AS kl_below_1, median(first_rank_le_5) AS rank_le_5
+FROM v1.diagnostics WHERE run_id = $run
+GROUP BY lens, role ORDER BY lens, role
+"""
+
+LAST_LAYER_SQL = """
+SELECT lens, count(*) AS prompts,
+       count(*) FILTER (WHERE warn_high_last_layer_kl) AS kl_above_0_5_bits,
+       max(kl_to_final_bits) AS max_kl_bits,
+       count(*) FILTER (WHERE NOT top1_agree) AS top1_disagrees
+FROM v1.last_layer_consistency WHERE run_id = $run
+GROUP BY lens ORDER BY lens
+"""
+
+RAW_LENS_SQL = """
+SELECT lens_artifact_risk AS risk, count(*) AS prompts
+FROM v1.raw_lens_summary WHERE run_id = $run
+GROUP BY risk ORDER BY list_position(['high', 'medium', 'low'], risk)
+"""
+
+
+def _add_diagnostics(warehouse: Path, details: RunDetails) -> None:
+    from lensdb import catalog
+    from lensdb.errors import LensdbError
+
+    try:
+        con = catalog.connect(warehouse, read_only=True)
+    except LensdbError as exc:
+        details.note = f"no diagnostics: {exc}"
+        return
+    try:
+        details.diagnostics = _rows(con, DIAGNOSTICS_SQL, details.info.run_id)
+        details.last_layer = _rows(con, LAST_LAYER_SQL, details.info.run_id)
+        details.raw_lens = _rows(con, RAW_LENS_SQL, details.info.run_id)
+    except Exception as exc:  # noqa: BLE001 - a query error must not hide the manifest
+        details.note = f"no diagnostics: {' '.join(str(exc).split())[:200]}"
+    finally:
+        con.close()
+
+
+def _rows(con, sql: str, run_id: str) -> list[dict]:
+    cursor = con.execute(sql, {"run": run_id})
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+# ---------------------------------------------------------------- presentation
+
+def runs_table(runs: list[RunInfo], *, for_humans: bool = True) -> pa.Table:
+    """The listing as an Arrow table. For people the columns most worth a narrow terminal come
+    first and `size` is text; for scripts `bytes_on_disk` and `path` instead."""
+    columns: list[tuple[str, pa.DataType]] = [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("status", pa.string()),
+        ("prompt_set", pa.string()),
+        ("prompts", pa.int64()),
+        ("records", pa.int64()),
+    ]
+    if for_humans:
+        columns += [("size", pa.string()), ("created_at", pa.timestamp("s")), ("source", pa.string()), ("damaged", pa.string())]
+    else:
+        columns += [("bytes_on_disk", pa.int64()), ("created_at", pa.timestamp("s")), ("source", pa.string()), ("damaged", pa.string()), ("path", pa.string())]
+    rows = [
+        {
+            "run_id": run.run_id,
+            "model": run.model,
+            "status": run.status,
+            "prompt_set": run.prompt_set,
+            "prompts": run.prompts,
+            "records": run.records,
+            "size": run.size,
+            "bytes_on_disk": run.bytes_on_disk,
+            "created_at": run.created_at,
+            "source": run.source,
+            "damaged": (run.damaged or "") if for_humans else run.damaged,
+            "path": str(run.path),
+        }
+        for run in runs
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema(columns))
+
+
+def details_as_dict(details: RunDetails) -> dict:
+    info = asdict(details.info) | {"path": str(details.info.path)}
+    return {
+        "run": info,
+        "manifest": details.manifest,
+        "tables": {name: asdict(stats) for name, stats in details.tables.items()},
+        "diagnostics": details.diagnostics,
+        "last_layer": details.last_layer,
+        "raw_lens": details.raw_lens,
+        "note": details.note,
+    }
+
+
+def format_details(details: RunDetails, width: int | None = None) -> str:
+    """`lensdb show` as text: the run, its settings and versions, tables, then the diagnostics tables."""
+    from lensdb.output import render_table
+
+    info, m = details.info, details.manifest or {}
+    lines = [f"run          {info.run_id}"]
+    lines.append(f"model        {info.model}" + _joined(m, "model_revision", "model_class", "architecture"))
+    if m:
+        shape = ", ".join(f"{key} {m[key]:,}" for key in ("n_layers", "d_model", "n_heads", "d_vocab", "n_ctx") if m.get(key) is not None)
+        if shape:
+            lines.append(f"             {shape}")
+    lines.append(f"status       {info.status}" + (f": {info.damaged}" if info.damaged else "") + (f"   source {info.source}" if info.source else ""))
+    if m.get("created_at"):
+        finished = f"   finished {m['finished_at']:%Y-%m-%d %H:%M:%S}" if m.get("finished_at") else ""
+        lines.append(f"created      {m['created_at']:%Y-%m-%d %H:%M:%S} UTC{finished}")
+    if m:
+        prompt_set = m.get("prompt_set") or "?"
+        sha = f" (sha256 {m['prompt_set_sha256'][:12]})" if m.get("prompt_set_sha256") else ""
+        lines.append(f"prompt set   {prompt_set}{sha}, {_count(info.prompts)} prompts")
+        settings = [
+            f"lenses {','.join(m.get('lenses') or [])}",
+            f"top-k {m.get('top_k')}",
+            f"dtype {m.get('dtype')}",
+            f"device {m.get('device')}",
+            f"seed {m.get('seed')}",
+        ]
+        lines.append("settings     " + ", ".join(s for s in settings if not s.endswith(" None")))
+        versions = [
+            f"{name} {m.get(key)}"
+            for name, key in (("lensdb", "lensdb_version"), ("torch", "torch_version"), ("transformers", "transformers_version"), ("transformer-lens", "transformer_lens_version"))
+            if m.get(key)
+        ]
+        lines.append("versions     " + ", ".join(versions))
+        if m.get("last_layer_max_kl_bits") is not None:
+            check = "FLAGGED" if m.get("last_layer_flagged") else "ok"
+            agreement = m.get("last_layer_top1_agreement")
+            agree = f", top-1 agreement {agreement:.2f}" if agreement is not None else ""
+            lines.append(f"last layer   final_ln vs head: max KL {m['last_layer_max_kl_bits']:.2e} bits{agree}, {check}")
+        if m.get("source_files_sha256"):
+            lines.append(f"imported     files sha256 {m['source_files_sha256'][:12]}")
+    lines.append(f"path         {shown_path(info.path)}  ({info.size})")
+    table_parts = [f"{name} {_count(stats.rows)}" for name, stats in details.tables.items()]
+    lines.append("rows         " + ", ".join(table_parts))
+    text = "\n".join(lines) + "\n"
+    if details.diagnostics:
+        text += (
+            "\nDiagnostics (v1.diagnostics): layers are medians over the prompts; answered / copied:\n"
+            "prompts with an L_semantic / L_copy; kl_below_1: first_kl_below_1_0; rank_le_5: first_rank_le_5\n"
+        ) + render_table(_table(details.diagnostics), width, types=False)
+    if details.last_layer:
+        text += "\nLast layer vs the model head (v1.last_layer_consistency):\n" + render_table(_table(details.last_layer), width, types=False)
+    if details.raw_lens:
+        risks = ", ".join(f"{row['prompts']:,} {row['risk']}" for row in details.raw_lens)
+        text += f"\nRaw-lens artifact risk (v1.raw_lens_summary): prompts {risks}\n"
+    if details.note:
+        text += f"\n{details.note}\n"
+    return text
+
+
+def _joined(manifest: dict, *keys: str) -> str:
+    parts = [str(manifest[key]) for key in keys if manifest.get(key)]
+    return f"  ({', '.join(parts)})" if parts else ""
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows)
+
+
+def shown_path(path: Path) -> str:
+    """Relative to the working directory when inside it (as the user named the warehouse), else absolute."""
+    try:
+        return str(Path(path).relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"

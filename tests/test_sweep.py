@@ -1,0 +1,240 @@
+"""`lensdb sweep`: one extract process per model, skipping models that already have a run of
+the same prompts and settings; killed after the second of three models, it resumes with
+the third; `--export` equals `lensdb export --run` of every run."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from lensdb.extract import engine
+from lensdb.run_settings import LensIdentity, RecordSettings
+from lensdb.sweep import ExtractOptions, read_models_file, run_streaming
+from tests.cli_helpers import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+OPTIONS = ["--device", "cpu", "--batch-size", "2", "--top-k", "5", "--quiet"]
+
+
+def committed_runs(warehouse: Path) -> list[Path]:
+    """In the order they were extracted."""
+    return sorted((warehouse / "runs").glob("model=*/run=*"), key=lambda run: manifest(run)["created_at"])
+
+
+def staged(warehouse: Path) -> list[Path]:
+    folder = warehouse / "_staging"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def manifest(run: Path) -> dict:
+    return pq.read_table(run / "manifest").to_pylist()[0]
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    """The sweep's table: model -> [run, time, records, status]."""
+    lines = output.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "run"])
+    rows = {}
+    for line in lines[header + 1 :]:
+        cells = line.split()
+        if cells[1] == "models:":
+            break
+        time_cells = 2 if cells[2] != "-" else 1  # "12.3 s" or "-"
+        rows[cells[0]] = [cells[1], " ".join(cells[2 : 2 + time_cells]), cells[2 + time_cells], " ".join(cells[3 + time_cells :])]
+    return rows
+
+
+def test_models_file_lines_comments_and_blanks(tmp_path):
+    path = tmp_path / "models.txt"
+    path.write_text("# the sweep\n\nmeta-llama/Meta-Llama-3-8B\n  ./models/tiny   # a local one\nmodel#7\n   \n# end\n")
+    assert read_models_file(path) == ["meta-llama/Meta-Llama-3-8B", "./models/tiny", "model#7"]
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    for bad, message in ((tmp_path / "empty.txt", "lists no model"), (tmp_path / "missing.txt", "cannot read the models file")):
+        result = run_cli("sweep", bad)
+        assert result.exit_code == 2 and message in result.stderr
+
+
+def test_extract_options_round_trip_through_extracts_parser():
+    from lensdb.cli import _sweep_options
+
+    options = ExtractOptions(
+        lenses="norm,raw", reference_lens="raw", unembed="float32", top_k=7, device="cpu", dtype="float16",
+        revision="v1", batch_size=3, keep_residuals=True, seed=5, quiet=True,
+    )
+    assert _sweep_options(options.args()) == options
+    assert _sweep_options([]) == ExtractOptions()  # the sweep's defaults are extract's
+    result = run_cli("sweep", "models.txt", "--run-id", "x")
+    assert result.exit_code == 2 and "--run-id names one run" in result.stderr
+    result = run_cli("sweep", "models.txt", "--no-such-option")
+    assert result.exit_code == 2 and "extract option: No such option '--no-such-option'" in result.stderr
+
+
+def test_settings_hash_is_the_sha256_of_the_canonical_settings(tmp_path):
+    settings = ExtractOptions(lenses="norm,x=raw", top_k=5).record_settings(tmp_path)
+    canonical = (
+        '{"dtype":"auto","keep_residuals":false,"lenses":[{"kind":"norm","name":"norm","sha256":null},'
+        '{"kind":"raw","name":"x","sha256":null}],"reference_lens":"norm","revision":null,'
+        '"settings_version":1,"top_k":5,"unembed":"auto"}'
+    )
+    assert settings.sha256() == hashlib.sha256(canonical.encode()).hexdigest()
+    base = ExtractOptions().record_settings(tmp_path).sha256()
+    for changed in (
+        ExtractOptions(top_k=5), ExtractOptions(lenses="norm,final_ln"), ExtractOptions(dtype="float16"),
+        ExtractOptions(revision="main"), ExtractOptions(unembed="float32"), ExtractOptions(keep_residuals=True),
+        ExtractOptions(reference_lens="raw"),
+    ):
+        assert changed.record_settings(tmp_path).sha256() != base, changed
+    for same in (ExtractOptions(device="cpu", batch_size=3, seed=1, quiet=True), ExtractOptions(reference_lens="norm")):
+        assert same.record_settings(tmp_path).sha256() == base, same
+
+
+def test_tuned_lens_is_hashed_by_content_not_path(tmp_path):
+    for folder, data in ((tmp_path / "a", b"weights-1"), (tmp_path / "b", b"weights-1"), (tmp_path / "c", b"weights-2")):
+        folder.mkdir()
+        (folder / "params.pt").write_bytes(data)
+    stored = tmp_path / "warehouse" / "lenses" / "mine"
+    stored.mkdir(parents=True)
+    (stored / "params.pt").write_bytes(b"weights-2")
+
+    def identity(spec: str) -> LensIdentity:
+        return ExtractOptions(lenses=spec).record_settings(tmp_path / "warehouse").lenses[0]
+
+    assert identity(f"t=tuned:{tmp_path / 'a'}") == LensIdentity("t", "tuned", hashlib.sha256(b"weights-1").hexdigest())
+    assert identity(f"t=tuned:{tmp_path / 'b'}") == identity(f"t=tuned:{tmp_path / 'a'}")
+    assert identity(f"t=tuned:{tmp_path / 'c'}") == identity("t=tuned:mine") == LensIdentity("t", "tuned", hashlib.sha256(b"weights-2").hexdigest())
+    assert identity("t=tuned:absent").sha256 is None
+
+
+def test_manifest_records_the_settings_hash_the_sweep_computes(tiny_llama, tiny_prompts, warehouse):
+    summary = engine.extract(str(tiny_llama), prompts=str(tiny_prompts), warehouse=warehouse, device="cpu", batch_size=2, top_k=5, lenses="norm,raw")
+    recorded = manifest(summary.path)["settings_sha256"]
+    assert recorded == ExtractOptions(lenses="norm,raw", top_k=5).record_settings(warehouse).sha256()
+    assert recorded == RecordSettings(
+        lenses=(LensIdentity("norm", "norm"), LensIdentity("raw", "raw")), reference_lens="norm", top_k=5, dtype="auto",
+        revision=None, unembed="auto", keep_residuals=False,
+    ).sha256()
+
+
+def test_child_output_streams_through_a_terminal_when_the_log_is_one():
+    script = "import sys; print(sys.stderr.isatty()); print('lensdb: error: no such thing', file=sys.stderr); sys.exit(3)"
+    for tty in (True, False):
+        log = io.StringIO()
+        assert run_streaming([sys.executable, "-c", script], log, tty=tty) == (3, "no such thing")
+        assert log.getvalue().split()[0] == str(tty)
+
+
+def test_failed_models_do_not_stop_the_sweep(tiny_llama, tiny_prompts, warehouse, tmp_path):
+    done = engine.extract(str(tiny_llama), prompts=str(tiny_prompts), warehouse=warehouse, device="cpu", batch_size=2, top_k=5)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]}))
+    models = tmp_path / "models.txt"
+    models.write_text(f"{broken}\n{tmp_path / 'missing'}\n{tiny_llama}\n")
+    result = run_cli("sweep", models, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS)
+    assert result.exit_code == 1
+    rows = table_rows(result.stdout)
+    # The table cuts long reasons to stay on one screen; the log line above it has them whole.
+    broken_reason = f"failed: {broken} is not a causal language model (BertForMaskedLM)"
+    missing_reason = f"failed: no such model directory: {tmp_path / 'missing'}"
+    assert f"sweep [1/3] {broken}: {broken_reason}" in result.stderr
+    assert f"sweep [2/3] {tmp_path / 'missing'}: {missing_reason}" in result.stderr
+    for model, reason in ((broken, broken_reason), (tmp_path / "missing", missing_reason)):
+        run, seconds, records, status = rows[str(model)]
+        assert (run, records) == ("-", "-") and status.endswith("…") and reason.startswith(status.removesuffix("…"))
+    assert rows[str(broken)][1].endswith(" s"), "the failed extract process was timed"
+    assert rows[str(tiny_llama)] == [done.run_id, "-", f"{done.rows['records']:,}", "skipped"]
+    assert "3 models: 0 done, 1 skipped, 2 failed" in result.stdout
+    assert committed_runs(warehouse) == [done.path]
+
+
+def test_killed_sweep_resumes_with_the_third_model(tiny_llama, tiny_gpt2, tiny_gemma2, tiny_prompts, warehouse, tmp_path):
+    models = [tiny_llama, tiny_gpt2, tiny_gemma2]
+    models_file = tmp_path / "models.txt"
+    models_file.write_text("# three tiny models\n" + "".join(f"{m}\n" for m in models))
+    command = [sys.executable, "-m", "lensdb", "sweep", models_file, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    sweep = subprocess.Popen(list(map(str, command)), cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        # Killed (the sweep and its extract) once two runs are committed and the third extract is writing.
+        while not (len(committed_runs(warehouse)) == 2 and staged(warehouse)):
+            assert sweep.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(sweep.pid, signal.SIGKILL)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    first, second = committed_runs(warehouse)
+    assert [manifest(run)["model"] for run in (first, second)] == [tiny_llama.name, tiny_gpt2.name]
+
+    result = run_cli("sweep", models_file, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS, "--export", tmp_path / "sweep-export")
+    assert result.exit_code == 0, result.stderr
+    runs = committed_runs(warehouse)
+    assert len(runs) == 3 and runs[:2] == [first, second]
+    assert manifest(runs[2])["model"] == tiny_gemma2.name
+    assert staged(warehouse) == [], "the killed extract's staging folder was removed"
+    rows = table_rows(result.stdout)
+    assert [rows[str(m)][3] for m in models] == ["skipped", "skipped", "done"]
+    assert [rows[str(m)][0] for m in models] == [manifest(run)["run_id"] for run in runs]
+    for model, run in zip(models, runs):
+        records = pq.read_table(run / "records").num_rows
+        assert rows[str(model)][2] == f"{records:,}"
+    assert "sweep [3/3]" in result.stderr and "3 models: 1 done, 2 skipped, 0 failed" in result.stdout
+
+    # --export writes what `lensdb export --run` writes for each run, byte for byte.
+    for run in runs:
+        assert run_cli("export", "--run", manifest(run)["run_id"], "--warehouse", warehouse, "--out", tmp_path / "single-export").exit_code == 0
+    exported = sorted(p.name for p in (tmp_path / "sweep-export").iterdir())
+    assert len(exported) == 9 and exported == sorted(p.name for p in (tmp_path / "single-export").iterdir())
+    for name in exported:
+        assert (tmp_path / "sweep-export" / name).read_bytes() == (tmp_path / "single-export" / name).read_bytes(), name
+
+    # Run once more: every model is skipped, nothing is extracted.
+    again = run_cli("sweep", models_file, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS)
+    assert again.exit_code == 0 and "3 models: 0 done, 3 skipped, 0 failed" in again.stdout
+    assert committed_runs(warehouse) == runs
+
+
+def test_sigterm_stops_the_sweep_and_its_extract(tiny_llama, tiny_prompts, warehouse, tmp_path):
+    """SIGTERM to the sweep alone (as a batch scheduler sends it): the running extract is
+    stopped too (no orphan keeps extracting), the table so far is printed, exit code 130."""
+    models_file = tmp_path / "models.txt"
+    models_file.write_text(f"{tiny_llama}\n")
+    command = [sys.executable, "-m", "lensdb", "sweep", models_file, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    sweep = subprocess.Popen(list(map(str, command)), cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not staged(warehouse):  # the extract is running
+            assert sweep.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        sweep.send_signal(signal.SIGTERM)
+        stdout, stderr = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
+    assert sweep.returncode == 130, stderr
+    assert "lensdb: error: sweep interrupted; the models marked done are committed" in stderr
+    assert f"{tiny_llama}  -" in stderr and "failed: interrupted" in stderr
+    deadline = time.monotonic() + 30
+    while True:  # every process of the sweep's group has ended
+        try:
+            os.killpg(sweep.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the extract outlived the sweep"
+        time.sleep(0.1)
+    assert committed_runs(warehouse) == []

@@ -135,6 +135,27 @@ def test_import_legacy_of_two_models(legacy_folder, tmp_path):
     assert len(run_folders(tmp_path / "w")) == 2
 
 
+def test_a_model_imported_before_is_named_and_the_new_one_imported(legacy_folder, tmp_path):
+    """The content-hash skip (main) and the all-or-nothing import (harden) together."""
+    only_one = tmp_path / "one"
+    only_one.mkdir()
+    for path in legacy_folder.glob("output-exp-one*"):
+        shutil.copy(path, only_one / path.name)
+    warehouse = tmp_path / "w"
+    first = lensdb_import(only_one, warehouse)
+    assert [(run.model, run.already_imported) for run in first] == [("org/exp-one", False)]
+    both = lensdb_import(legacy_folder, warehouse)
+    assert [(run.model, run.already_imported) for run in both] == [("org/exp-one", True), ("org/exp-two", False)]
+    assert both[0].run_id == first[0].run_id
+    assert sorted(folder.name for folder in run_folders(warehouse)) == sorted(f"run={run.run_id}" for run in both)
+
+
+def lensdb_import(folder: Path, warehouse: Path):
+    from lensdb.legacy.importer import import_legacy
+
+    return import_legacy(folder, warehouse)
+
+
 @pytest.mark.parametrize(
     "edit, fragment",
     [
@@ -185,7 +206,8 @@ def test_a_full_disk_during_an_import_imports_nothing(legacy_folder, tmp_path, m
         return write_table(self, *args, **kwargs)
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full_after_a_while)
-    assert_one_line_error(run_cli("import-legacy", legacy_folder, "--warehouse", warehouse), "No space left on device", str(warehouse))
+    # --force: the same files again (without it, import-legacy finds them imported and writes nothing)
+    assert_one_line_error(run_cli("import-legacy", legacy_folder, "--force", "--warehouse", warehouse), "No space left on device", str(warehouse))
     assert run_folders(warehouse) == before and staging(warehouse) == []
 
 

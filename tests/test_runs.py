@@ -100,7 +100,7 @@ def test_runs_lists_every_run_folder_with_counts_from_the_views(warehouse):
         assert run.damaged is None
         assert run.bytes_on_disk == folder_bytes(run.path)
     orphan = listed[wf.RUN_NO_MANIFEST]
-    assert (orphan.status, orphan.damaged, orphan.model, orphan.source) == ("damaged", "no manifest", wf.MODEL_B, None)
+    assert (orphan.status, orphan.damaged, orphan.model, orphan.source) == ("damaged", "manifest missing", wf.MODEL_B, None)
 
 
 def test_runs_are_listed_by_model_then_creation_time(warehouse):
@@ -204,7 +204,7 @@ def test_show_as_text(warehouse):
 def test_show_a_damaged_run_and_an_unknown_one(warehouse):
     result = run_cli("show", wf.RUN_NO_MANIFEST, "--warehouse", warehouse)
     assert result.exit_code == 0, result.stderr
-    assert "damaged" in result.stdout and "no manifest" in result.stdout
+    assert "damaged" in result.stdout and "manifest missing" in result.stdout
     assert_one_line_error(run_cli("show", "no-such-run", "--warehouse", warehouse), "no run no-such-run")
 
 

@@ -236,10 +236,6 @@ def committed_run_count(warehouse: Path) -> int:
     return len(layout.run_folders(warehouse))
 
 
-def write_schema_anchors(warehouse: Path) -> None:
-    anchors.write_schema_anchors(warehouse)
-
-
 def _fingerprint(root: Root, damaged) -> dict[str, str]:
     return {str(f.path.relative_to(sql_dir())): f.sha256 for v in VIEW_VERSIONS for f in sql_files(v)} | {
         "warehouse": str(root.warehouse),

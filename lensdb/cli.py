@@ -60,15 +60,21 @@ class _Main(click.Group):
                     raise
                 _fail(_one_line(exc), 2)
         for message in pending:
-            click.echo(f"lensdb: warning: {message}", err=True)
+            click.echo(f"lensdb: warning: {_printable(message)}", err=True)
         return result
 
 
 def _fail(message: str, exit_code: int):
     if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
         traceback.print_exc()
-    click.echo(f"lensdb: error: {message}", err=True)
+    click.echo(f"lensdb: error: {_printable(message)}", err=True)
     sys.exit(exit_code)
+
+
+def _printable(message: str) -> str:
+    """One line whatever the message holds (a path with a newline, undecodable bytes)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _os_error(exc: OSError) -> str:

@@ -101,12 +101,21 @@ ODD_NAMES = [
 def test_an_odd_warehouse_path_reads_exactly_its_own_runs(pristine, tmp_path, name):
     for sibling in ("wa1", "wb1", "w1"):
         wf.write_run(tmp_path / sibling, other_run(f"sibling-{sibling}"))
+        wf.write_stored_lenses(tmp_path / sibling)
     warehouse = tmp_path / name
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(pristine, warehouse)
 
     assert runs_of(warehouse) == COMMITTED
     assert lensdb.query("SELECT count(*) AS n FROM v1.diagnostics", warehouse=warehouse).to_pylist() == [{"n": N_DIAGNOSTICS}]
+    # Stored lenses, vocabularies and --latest read the same way (no sibling's files).
+    lens_rows = sum(pq.read_metadata(path).num_rows for path in (pristine / "lenses").glob("*/lens.parquet"))
+    assert lensdb.query("SELECT count(*) AS n FROM v1.lenses", warehouse=warehouse).to_pylist() == [{"n": lens_rows}]
+    with_vocab = sorted(folder.run_id for folder in layout.run_folders(pristine) if (folder.path / "vocab").is_dir() and folder.run_id in COMMITTED)
+    assert lensdb.query("SELECT list(DISTINCT run_id ORDER BY run_id) AS runs FROM v1.vocab", warehouse=warehouse).to_pylist() == [{"runs": with_vocab}]
+    latest = lensdb.query("SELECT list(run_id ORDER BY run_id) AS runs FROM v1.runs WHERE is_latest", warehouse=warehouse).to_pylist()
+    assert lensdb.query(RUNS_SQL, warehouse=warehouse, latest=True).to_pylist() == latest
+    assert len(latest[0]["runs"]) < len(COMMITTED)
     if "\\" in name:
         return  # DuckDB opens no database file under such a path: lensdb keeps its views in memory
     # The catalog lensdb wrote is right for any DuckDB client too.

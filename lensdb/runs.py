@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from lensdb.errors import WarehouseError
 from lensdb.warehouse import health, layout
-from lensdb.warehouse.writer import remove_stale_folders
+from lensdb.warehouse.writer import fsync_dir, remove_stale_folders
 
 DAMAGED = "damaged"
 
@@ -116,7 +116,7 @@ def remove_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
             os.rename(run.path, target)  # the run leaves every view here
         except OSError as exc:
             raise WarehouseError(f"could not remove run {run.run_id}: {exc.strerror or exc}") from None
-        _fsync_dir(run.path.parent)
+        fsync_dir(run.path.parent)
         shutil.rmtree(target, ignore_errors=True)
     return runs
 
@@ -194,19 +194,6 @@ def _table_stats(folder: Path) -> TableStats:
             rows = None
             break
     return TableStats(rows=rows, files=len(files), bytes_on_disk=sum(f.stat().st_size for f in files))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- diagnostics of one run

@@ -173,7 +173,7 @@ class RunWriter:
                     raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}") from None
                 raise WarehouseError(f"could not commit run {self.run_id} to {self.warehouse}: {_why(exc)}") from None
             self.committed = True
-        _fsync_dir(self.target.parent)
+        fsync_dir(self.target.parent)
         return self.target
 
     def retract(self) -> None:
@@ -267,11 +267,12 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-        _fsync_dir(path if path.is_dir() else path.parent)
-    _fsync_dir(root)
+        fsync_dir(path if path.is_dir() else path.parent)
+    fsync_dir(root)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (best effort: not every filesystem can)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -39,6 +39,7 @@ from lensdb.errors import DamagedRunsWarning, MissingDependency, QueryError, War
 from lensdb.resources import named_queries_dir, sql_dir
 from lensdb.warehouse import anchors, health, layout
 from lensdb.warehouse.health import DamagedRun
+from lensdb.warehouse.writer import fsync_dir, pid_alive
 
 VIEW_VERSIONS = ("v1",)
 META_SCHEMA = "lensdb_meta"
@@ -482,10 +483,10 @@ def _rebuild(root: Root, damaged) -> bool:
             finally:
                 con.close()
             shutil.copyfile(built, temporary)
-        _fsync(temporary)
+        fsync_dir(temporary)
         Path(f"{catalog}.wal").unlink(missing_ok=True)  # a dead writer's log of the old file
         os.replace(temporary, catalog)
-        _fsync(catalog.parent)
+        fsync_dir(catalog.parent)
         return True
     except (OSError, duckdb.Error):
         return False
@@ -507,34 +508,11 @@ def _remove_stale_temporaries(warehouse: Path) -> None:
         owner = name[len(prefix) :].rsplit(".", 2)[0]  # <pid>@<host>.<hex>.tmp
         pid, _, owner_host = owner.partition("@")
         try:
-            dead = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
+            dead = owner_host == host and pid.isdigit() and not pid_alive(int(pid))
             if dead or time.time() - path.stat().st_mtime > STALE_TEMPORARY_SECONDS:
                 path.unlink()
         except OSError:
             pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _open_for_writing(root: Root, damaged, fingerprint: dict[str, str]):

@@ -243,11 +243,11 @@ def remove_stale_folders(staging_root: Path) -> None:
         parts = folder.name.split("@")
         if len(parts) != 3 or parts[2] != host or not parts[1].isdigit():
             continue
-        if not _pid_alive(int(parts[1])):
+        if not pid_alive(int(parts[1])):
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -272,7 +272,7 @@ def _fsync_tree(root: Path) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (best effort: not every filesystem can)."""
+    """fsync a folder (a rename inside it) or a file; best effort: not every filesystem can."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -471,6 +471,18 @@ def plot():
     """
 
 
+def _latest_option(command):
+    """--latest: say explicitly what --model and no selector already mean; refused with --run."""
+    return click.option(
+        "--latest", is_flag=True, help="Each model's latest committed run (what --model and no selector already pick); not with --run."
+    )(command)
+
+
+def _check_latest(latest: bool, runs) -> None:
+    if latest and runs:
+        raise click.UsageError("give --run or --latest, not both")
+
+
 @plot.command("heatmap")
 @click.option("--run", "run_id", help="The run to show.")
 @click.option("--model", help="Show the latest committed run of this model that has the prompt (hub id, or the part after its last '/').")
@@ -480,7 +492,8 @@ def plot():
 @_metric_option("p_top1")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse):
+@_latest_option
+def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse, latest):
     """Layers (0 at the bottom) x the prompt's tokens of one run: colour = --metric, each
     cell's text = its top-1 token; the layers of L_copy and L_semantic (v1.diagnostics) are
     marked at the last position.
@@ -489,6 +502,7 @@ def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse):
     Example:
       lensdb plot heatmap --model stories260K --prompt lily --out lily.png
     """
+    _check_latest(latest, run_id)
     from lensdb.plot import write
 
     click.echo(str(write("heatmap", out, run=run_id, model=model, prompt=prompt, variant=variant, lens=lens, metric=metric, warehouse=warehouse)))
@@ -504,7 +518,8 @@ def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse):
 @click.option("--depth", type=click.Choice(["layer", "relative"]), default="layer", show_default=True, help="x axis: the layer, or layer / n_layers (to compare models of different depth).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, warehouse):
+@_latest_option
+def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, warehouse, latest):
     """A metric at each prompt's last position across layers, one line per run
     (v1.pure_next_token). Several prompts: the median and a 10-90 % band. The median
     L_semantic of each run is a dashed line. Without --run or --model: the latest run of
@@ -514,6 +529,7 @@ def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, war
     Example:
       lensdb plot curves --metric kl_to_final_bits --depth relative --out kl.html
     """
+    _check_latest(latest, run_ids)
     from lensdb.plot import write
 
     click.echo(str(write("curves", out, runs=run_ids, models=models, prompts=prompts, variant=variant, lens=lens, metric=metric,
@@ -528,7 +544,8 @@ def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, war
 @_metric_option("p_top1")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse):
+@_latest_option
+def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse, latest):
     """Every lens of one run (norm, final_ln, raw, ...) for one prompt: a heatmap per lens
     on one colour scale, and the last position's metric per lens (the raw-vs-norm artifact
     check as a picture).
@@ -537,6 +554,7 @@ def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse):
     Example:
       lensdb plot lenses --model stories260K --prompt lily --out lenses.png
     """
+    _check_latest(latest, run_id)
     from lensdb.plot import write
 
     click.echo(str(write("lenses", out, run=run_id, model=model, prompt=prompt, variant=variant, metric=metric, warehouse=warehouse)))
@@ -548,7 +566,8 @@ def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse):
 @click.option("--lens", default="norm", show_default=True, help="Lens of the diagnostics tables and figures.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .html file to write.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def report(run_ids, models, lens, out, warehouse):
+@_latest_option
+def report(run_ids, models, lens, out, warehouse, latest):
     """One self-contained HTML page about some runs (works offline).
 
     Per run: the manifest, the last-layer check, diagnostics, control margins, ablation
@@ -560,6 +579,7 @@ def report(run_ids, models, lens, out, warehouse):
     Example:
       lensdb report --out report.html
     """
+    _check_latest(latest, run_ids)
     from lensdb.report import report as write_report
 
     click.echo(str(write_report(out, runs=run_ids, models=models, lens=lens, warehouse=warehouse)))

@@ -464,3 +464,15 @@ def test_runs_without_the_metric_are_an_error_or_left_out(tmp_path):
             data.curves(db, runs[1:], metric_name="answer_rank", skip_empty=True)
     page = build(warehouse=warehouse)
     assert 'id="run-n-run1"' in page and 'id="cross-model"' in page
+
+
+def test_latest_switch_names_the_default_and_excludes_run(fixture_warehouse, tmp_path):
+    """--latest draws what --model picks anyway (the latest run of the model); with --run it is a usage error."""
+    with_flag, without = tmp_path / "latest.png", tmp_path / "default.png"
+    for out, extra in ((with_flag, ["--latest"]), (without, [])):
+        result = run_cli("plot", "heatmap", "--model", "org/model-a", "--prompt", "copy0", *extra, "--out", out, "--warehouse", fixture_warehouse)
+        assert result.exit_code == 0, result.stderr
+    assert with_flag.read_bytes() == without.read_bytes()
+    clash = run_cli("plot", "heatmap", "--run", RUN_A1, "--latest", "--prompt", "copy0", "--out", tmp_path / "x.png", "--warehouse", fixture_warehouse)
+    assert clash.exit_code != 0 and "--run or --latest" in clash.stderr
+    assert not (tmp_path / "x.png").exists()

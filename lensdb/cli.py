@@ -261,7 +261,8 @@ def query(sql, sql_file, name, latest, list_only, list_all, describe, output_for
       lensdb query --describe v1.diagnostics
     """
     from lensdb import catalog
-    from lensdb.output import check_output_file, read_text_file, write_result
+    from lensdb.output import check_output_file, write_result
+    from lensdb.textfile import read_utf8
 
     if list_only:
         click.echo(_listing(catalog, list_all))
@@ -277,7 +278,7 @@ def query(sql, sql_file, name, latest, list_only, list_all, describe, output_for
     if len(given) != 1:
         raise click.UsageError("give exactly one of: SQL, --file FILE, --name NAME")
     if sql_file:
-        sql = read_text_file(sql_file, "--file")
+        sql = read_utf8(sql_file, label="--file")
     elif name:
         sql = catalog.named_query(name).sql
     if output_format == "parquet" and not out:

@@ -39,19 +39,20 @@ def write_result(table: pa.Table, output_format: str, out: str | None, *, types:
     if output_format == "parquet":
         import pyarrow.parquet as pq
 
-        _write_whole(out, lambda temporary: pq.write_table(table, temporary, compression="zstd"))
+        write_whole(out, lambda temporary: pq.write_table(table, temporary, compression="zstd"))
         return
     if output_format == "table":
         text = render_table(table, width=UNLIMITED if out else terminal_width(), types=types)
     else:
         text = {"csv": _as_csv, "json": _as_json}[output_format](table)
     if out:
-        _write_whole(out, lambda temporary: Path(temporary).write_bytes(text.encode("utf-8")))
+        write_whole(out, lambda temporary: Path(temporary).write_bytes(text.encode("utf-8")))
     else:
         sys.stdout.write(text)
 
 
-def _write_whole(out: str | os.PathLike, write) -> None:
+def write_whole(out: str | os.PathLike, write) -> None:
+    """`write(temporary)` beside `out`, then one rename: `out` appears complete or not at all."""
     path = Path(out)
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
@@ -87,19 +88,6 @@ def _check_folder(folder: Path, option: str, out) -> None:
     if blocking is not None and not blocking.is_dir():
         raise LensdbError(f"{option} {out}: {blocking} is a file, not a folder")
     raise LensdbError(f"{option} {out}: the folder {folder} does not exist")
-
-
-def read_text_file(path: str | os.PathLike, option: str) -> str:
-    """A UTF-8 text file (a BOM is dropped); errors name the file and, for bad bytes, the line."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise LensdbError(f"{option} {path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise LensdbError(f"{option} {path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
 def terminal_width() -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lensdb.errors import PromptError
 from lensdb.resources import prompts_dir
+from lensdb.textfile import read_utf8
 
 PROMPT_SET_SCHEMA_VERSION = 1
 DEFAULT_PROMPT_SET = "seed"
@@ -108,22 +109,9 @@ def _resolve(spec: str) -> Path:
     raise PromptError(f"prompt set not found: {spec} (a path to a .yaml/.jsonl file, or one of: {known})")
 
 
-def _read_text(path: Path) -> str:
-    """The file as UTF-8 text; bad bytes are an error naming the line."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PromptError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise PromptError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
-
-
 def _read_jsonl(path: Path) -> list[tuple[dict, str]]:
     entries = []
-    for number, line in enumerate(re.split(r"\r\n|\r|\n", _read_text(path)), start=1):
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", read_utf8(path, error=PromptError)), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -145,7 +133,7 @@ def _read_yaml(path: Path) -> tuple[str, list[tuple[dict, str]]]:
     import yaml
 
     try:
-        document = yaml.compose(_read_text(path), Loader=yaml.SafeLoader)
+        document = yaml.compose(read_utf8(path, error=PromptError), Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -13,13 +13,13 @@ from __future__ import annotations
 import html
 import itertools
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from lensdb import __version__
 from lensdb.errors import LensdbError
+from lensdb.output import write_whole
 from lensdb.plot import data
 from lensdb.plot.data import RunInfo, Warehouse
 from lensdb.plot.metrics import DEFAULT_LENS
@@ -85,15 +85,11 @@ def report(out, *, runs=(), models=(), lens: str = DEFAULT_LENS, warehouse=None)
     path = Path(out)
     if path.suffix.lower() not in (".html", ".htm"):
         raise LensdbError(f"cannot write {path.name}: the report is an .html file")
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(page, encoding="utf-8")
-        os.replace(partial, path)
     except OSError as exc:
         raise LensdbError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    write_whole(path, lambda temporary: Path(temporary).write_text(page, encoding="utf-8"))
     return path
 
 

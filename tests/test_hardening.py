@@ -588,7 +588,7 @@ def test_a_failed_output_write_leaves_nothing(warehouse, tmp_path, monkeypatch):
 def test_sql_file_not_utf8(warehouse, tmp_path):
     path = tmp_path / "bad.sql"
     path.write_bytes(b"SELECT 1\n-- fine\nSELECT '\xff\xfe'\n")
-    assert_one_line_error(run_cli("query", "--file", path, "--warehouse", warehouse), str(path), "line 3", "not UTF-8")
+    assert_one_line_error(run_cli("query", "--file", path, "--warehouse", warehouse), f"{path}:3", "not UTF-8")
     missing = tmp_path / "missing.sql"
     assert_one_line_error(run_cli("query", "--file", missing, "--warehouse", warehouse), str(missing))
 

@@ -20,7 +20,6 @@ from typing import Callable, Literal
 
 import torch
 
-LENSES = ("norm", "final_ln", "raw")  # the kinds that apply one of the model's own norms (or none)
 PRE_NORM, POST_NORM = "pre_norm", "post_norm"
 
 # A reference to one of the model's norms: ("ln1", block), ("ln2", block) or ("final", -1).

@@ -14,11 +14,11 @@ imported when a figure is made, so importing lensdb.plot is cheap.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 from lensdb.errors import LensdbError
+from lensdb.output import write_whole
 from lensdb.plot.metrics import DEFAULT_LENS, DEFAULT_VARIANT, DEPTHS, METRICS
 
 __all__ = ["heatmap", "curves", "lenses", "save", "write", "METRICS", "DEPTHS", "KINDS", "EXTENSIONS"]
@@ -84,19 +84,15 @@ def save(figure, out) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LensdbError(f"cannot write {path}: {exc.strerror or exc}") from None
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    def write(temporary):
         if is_plotly:
-            figure.write_html(str(partial), include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+            figure.write_html(str(temporary), include_plotlyjs=True, full_html=True, config={"displaylogo": False})
         else:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Glyph .* missing from")
-                figure.savefig(partial, format=extension[1:], dpi=120)
-        os.replace(partial, path)
-    except OSError as exc:
-        raise LensdbError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        partial.unlink(missing_ok=True)
+                figure.savefig(temporary, format=extension[1:], dpi=120)
+
+    write_whole(path, write)
     return path
 
 

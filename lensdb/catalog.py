@@ -31,13 +31,13 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
 from lensdb.errors import DamagedRunsWarning, MissingDependency, QueryError, WarehouseError
 from lensdb.resources import named_queries_dir, sql_dir
-from lensdb.warehouse import anchors, health, layout
+from lensdb.warehouse import anchors, health, layout, remote
 from lensdb.warehouse.health import DamagedRun
 from lensdb.warehouse.writer import fsync_dir, pid_alive
 
@@ -228,8 +228,22 @@ def _damaged_row(run: DamagedRun) -> dict[str, str]:
     return {"model": run.model, "run_id": run.run_id, "folder": f"{layout.RUNS_DIR}/{run.folder_key}", "reason": run.reason}
 
 
-def catalog_path(warehouse: Path) -> Path:
+def catalog_path(warehouse) -> Path:
+    """<warehouse>/lensdb.duckdb; for a remote warehouse a local cache file of this user's
+    (DuckDB databases cannot live on object storage)."""
+    if layout.is_remote(warehouse):
+        return remote.catalog_cache(warehouse)
     return warehouse / layout.CATALOG_FILE
+
+
+def new_connection(warehouse, database: str = ":memory:"):
+    """A DuckDB connection that can read the warehouse (a remote one's filesystem registered)."""
+    import duckdb
+
+    con = duckdb.connect(database)
+    if layout.is_remote(warehouse):
+        remote.register(con, warehouse)
+    return con
 
 
 def committed_run_count(warehouse: Path) -> int:
@@ -250,7 +264,8 @@ def install(root: Root | Path, con, damaged=()) -> None:
     """(Re)create every view in `con` and record versions, hashes and the fingerprint."""
     if isinstance(root, Path):
         root = Root(root, root)
-    anchors.write_schema_anchors(root.path)
+    if not layout.is_remote(root.path):
+        anchors.write_schema_anchors(root.path)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {META_SCHEMA}")
@@ -338,7 +353,10 @@ class Session:
                 group = half if fails_with_only(half) else group[len(group) // 2 :]
         finally:
             _set_variables(self.con, self.damaged)
-        reason = health.run_data_damage(group[0].path)
+        if layout.is_remote(self.warehouse):
+            reason = remote.run_data_damage(self.warehouse, group[0].path)
+        else:
+            reason = health.run_data_damage(group[0].path)
         if reason is None:
             return None
         return DamagedRun(model=group[0].model, run_id=group[0].run_id, path=group[0].path, reason=reason)
@@ -371,7 +389,7 @@ def open_session(
         con = duckdb.connect()
         install(root, con, damaged)
     elif read_only:
-        con = duckdb.connect()
+        con = new_connection(path)
         state = _attach(con, path, fingerprint)
         if state in ("missing", "stale", "damaged") and _rebuild(root, damaged):
             state = _attach(con, path, fingerprint)
@@ -391,6 +409,11 @@ def open_session(
 
 def _existing_warehouse(warehouse) -> Path:
     path = layout.resolve_warehouse(warehouse)
+    if layout.is_remote(path):
+        with remote.errors(path, "read"):
+            if not path.fs.exists(path.root):
+                raise WarehouseError(f"no warehouse at {path} (run `lensdb extract` or `lensdb import-legacy`, or pass --warehouse)")
+        return path
     if not path.is_dir():
         raise WarehouseError(f"no warehouse at {path} (run `lensdb extract` or `lensdb import-legacy`, or pass --warehouse)")
     return path
@@ -398,7 +421,10 @@ def _existing_warehouse(warehouse) -> Path:
 
 def _root(warehouse: Path) -> Root:
     """The warehouse itself when its path can be a glob and its schema files are current
-    (or can be made so); else a linked folder of this user's."""
+    (or can be made so); else a linked folder of this user's. A remote warehouse is its own root."""
+    if layout.is_remote(warehouse):
+        remote.ensure_schema_anchors(warehouse, writer=False)
+        return Root(warehouse, warehouse)
     if layout.glob_safe(str(warehouse)):
         if anchors.anchors_current(warehouse):
             return Root(warehouse, warehouse)
@@ -473,10 +499,11 @@ def _rebuild(root: Root, damaged) -> bool:
     catalog = catalog_path(root.warehouse)
     temporary = catalog.with_name(f"{catalog.name}.{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(4)}.tmp")
     try:
-        _remove_stale_temporaries(root.warehouse)
+        catalog.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(catalog.parent)
         with tempfile.TemporaryDirectory(prefix="lensdb-catalog-") as scratch:
             built = Path(scratch) / layout.CATALOG_FILE
-            con = duckdb.connect(str(built))
+            con = new_connection(root.warehouse, str(built))
             try:
                 install(root, con, damaged)
                 con.execute("CHECKPOINT")
@@ -497,14 +524,14 @@ def _rebuild(root: Root, damaged) -> bool:
             pass
 
 
-def _remove_stale_temporaries(warehouse: Path) -> None:
+def _remove_stale_temporaries(folder: Path) -> None:
     """Temporary catalogs of dead processes on this host, or older than an hour."""
     host = socket.gethostname()
     prefix = f"{layout.CATALOG_FILE}."
-    with os.scandir(warehouse) as entries:
+    with os.scandir(folder) as entries:
         names = [entry.name for entry in entries if entry.name.startswith(prefix) and ".tmp" in entry.name]
     for name in names:
-        path = warehouse / name
+        path = folder / name
         owner = name[len(prefix) :].rsplit(".", 2)[0]  # <pid>@<host>.<hex>.tmp
         pid, _, owner_host = owner.partition("@")
         try:
@@ -520,20 +547,20 @@ def _open_for_writing(root: Root, damaged, fingerprint: dict[str, str]):
     import duckdb
 
     catalog = catalog_path(root.warehouse)
-    probe = duckdb.connect()
+    probe = new_connection(root.warehouse)
     state = _attach(probe, root.warehouse, fingerprint)
     probe.close()
     if state != "busy":
         if state != "current":
             _rebuild(root, damaged)
         try:
-            con = duckdb.connect(str(catalog))
+            con = new_connection(root.warehouse, str(catalog))
             if _installed_fingerprint(con) == fingerprint:
                 return con
             con.close()
         except duckdb.Error:
             pass
-    con = duckdb.connect()
+    con = new_connection(root.warehouse)
     install(root, con, damaged)
     return con
 
@@ -621,7 +648,7 @@ def query(sql: str, warehouse=None, *, format: str = "arrow", latest: bool = Fal
     if format == "pandas":
         _require("pandas", "format='pandas'")
     path = _existing_warehouse(warehouse)
-    if committed_run_count(path) == 0 and not list(path.glob("lenses/*/lens.parquet")):
+    if committed_run_count(path) == 0 and (layout.is_remote(path) or not list(path.glob("lenses/*/lens.parquet"))):
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
     if not allow_files:
         check_read_only_sql(sql)
@@ -693,6 +720,13 @@ def _damaged_run_in(exc: Exception, warehouse: Path, root: Root) -> DamagedRun |
     if not matches:
         return None
     model_folder, run_id, _table, _name = matches[-1].groups()
+    if layout.is_remote(warehouse):
+        path = PurePosixPath(warehouse.path(layout.RUNS_DIR, model_folder, f"{layout.RUN_PREFIX}{run_id}"))
+        known = {(d.path, d.reason) for d in remote.survey(warehouse).damaged}
+        reason = next((why for where, why in known if where == path), None) or remote.run_data_damage(warehouse, path)
+        if reason is None:
+            return None
+        return DamagedRun(model=layout.model_from_key(model_folder[len(layout.MODEL_PREFIX) :]), run_id=run_id, path=path, reason=reason)
     folder = layout.RunFolder(
         path=warehouse / layout.RUNS_DIR / model_folder / f"{layout.RUN_PREFIX}{run_id}",
         model_key=model_folder[len(layout.MODEL_PREFIX) :],
@@ -713,7 +747,7 @@ def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exceptio
         run = next((part.removeprefix("run=") for part in bad.parts if part.startswith("run=")), None)
         shown = bad
         for base in (warehouse, root.path if root else None):
-            if base is not None and bad.is_relative_to(base):
+            if isinstance(base, Path) and bad.is_relative_to(base):
                 shown = bad.relative_to(base)
         where = f" (run {run})" if run else ""
         return WarehouseError(f"corrupt or unreadable Parquet file {shown}{where}: {message}")

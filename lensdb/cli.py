@@ -20,7 +20,10 @@ import click
 from lensdb import __version__
 from lensdb.errors import DamagedRunsWarning, LensdbError
 
-WAREHOUSE_HELP = "Warehouse folder [default: $LENSDB_WAREHOUSE or ./warehouse]."
+WAREHOUSE_HELP = (
+    "Warehouse folder or URL (s3://bucket/prefix, gs://..., file://...; credentials from the "
+    "environment) [default: $LENSDB_WAREHOUSE or ./warehouse]."
+)
 DEBUG_ENV = "LENSDB_DEBUG"
 
 
@@ -397,8 +400,9 @@ def import_legacy(folder, warehouse, force):
 @main.command("runs")
 @click.option("--model", help="Only this model's runs (hub id, or the part after its last '/').")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="csv and json add bytes_on_disk and path.")
+@click.option("--uncommitted", is_flag=True, help="List what crashed writers left instead (never in any view; `lensdb cleanup` removes it).")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def runs_command(model, output_format, warehouse):
+def runs_command(model, output_format, uncommitted, warehouse):
     """List the runs of the warehouse, damaged ones included.
 
     Reads the run folders and their manifests directly, so a run whose files cannot be
@@ -407,6 +411,9 @@ def runs_command(model, output_format, warehouse):
     from lensdb import runs
     from lensdb.output import write_result
 
+    if uncommitted:
+        write_result(runs.leftovers_table(runs.leftovers(warehouse)), output_format, None, types=False)
+        return
     listed = runs.list_runs(warehouse, model=model)
     write_result(runs.runs_table(listed, for_humans=output_format == "table"), output_format, None, types=False)
 
@@ -424,6 +431,36 @@ def show(run_id, output_format, warehouse):
         click.echo(json.dumps(runs.details_as_dict(details), default=str, ensure_ascii=False))
     else:
         click.echo(runs.format_details(details), nl=False)
+
+
+@main.command()
+@click.option("--older-than", default="1h", show_default=True, metavar="AGE", help="Only leftovers whose newest file is older (s, min, h, d): a younger one may be a writer still at work on another machine.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+def cleanup(older_than, dry_run, warehouse):
+    """Remove what crashed writers left: staging and trash folders of processes that no longer
+    run (local), run prefixes without a manifest and files no manifest lists (object storage).
+
+    None of it is in any view; `lensdb runs --uncommitted` lists it.
+    """
+    from lensdb import runs
+
+    removed = runs.cleanup(warehouse, parse_age(older_than), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for left in removed:
+        click.echo(f"{verb} {left.kind} {left.run_id}  ({left.files} files, {runs.human_size(left.bytes_on_disk)})  {left.location}")
+    if not removed:
+        click.echo("nothing to remove", err=True)
+
+
+def parse_age(text: str) -> float:
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|m|h|d)?\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r}: use a number with s, min, h or d (e.g. 30min)", param_hint="--older-than")
+    scale = {"s": 1, None: 1, "min": 60, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * scale
 
 
 @main.command()

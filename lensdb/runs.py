@@ -15,16 +15,17 @@ import os
 import secrets
 import shutil
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensdb.errors import WarehouseError
-from lensdb.warehouse import health, layout
-from lensdb.warehouse.writer import fsync_dir, remove_stale_folders
+from lensdb.warehouse import health, layout, reading, remote
+from lensdb.warehouse.writer import fsync_dir, pid_alive, remove_stale_folders
 
 DAMAGED = "damaged"
 
@@ -76,8 +77,8 @@ def list_runs(warehouse=None, model: str | None = None) -> list[RunInfo]:
     `model` keeps one model's runs: its id, or the part after its last '/'.
     """
     path = existing_warehouse(warehouse)
-    damaged = _damaged(path)
-    runs = [_run_info(folder.path, damaged.get((folder.model, folder.run_id))) for folder in layout.run_folders(path)]
+    folders, damaged = _folders_and_damage(path)
+    runs = [_run_info(path, folder.path, damaged.get((folder.model, folder.run_id))) for folder in folders]
     if model is not None:
         runs = [run for run in runs if model in (run.model, run.model.rsplit("/", 1)[-1])]
     return sorted(runs, key=lambda run: (run.model, run.created_at or datetime.min, run.run_id))
@@ -89,12 +90,12 @@ def find_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
     wanted = list(dict.fromkeys(run_ids))
     for run_id in wanted:
         layout.check_run_id(run_id)  # also keeps glob characters out of the lookup below
-    folders = {run_id: layout.find_run_dirs(path, run_id) for run_id in wanted}
+    every, damaged = _folders_and_damage(path)
+    folders = {run_id: [f.path for f in every if f.run_id == run_id] for run_id in wanted}
     unknown = [run_id for run_id, found in folders.items() if not found]
     if unknown:
         raise WarehouseError(f"no run {', '.join(unknown)} in {path} (see `lensdb runs`)")
-    damaged = _damaged(path)
-    return [_run_info(folder, damaged.get(_key(folder))) for run_id in wanted for folder in folders[run_id]]
+    return [_run_info(path, folder, damaged.get(_key(folder))) for run_id in wanted for folder in folders[run_id]]
 
 
 def remove_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
@@ -104,6 +105,15 @@ def remove_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
     """
     path = existing_warehouse(warehouse)
     runs = find_runs(path, run_ids)
+    if layout.is_remote(path):
+        for run in runs:
+            folder = _folder_path(path, run)
+            prefix, files = path.relative(str(folder)), reading.folder_files(path, folder)
+            manifest = reading.table_files(files, "manifest")
+            # The manifest first: the run leaves every view here (readers require it).
+            path.remove([f"{prefix}/{name}" for name in manifest])
+            path.remove([f"{prefix}/{name}" for name in files if name not in manifest])
+        return runs
     trash = path / layout.TRASH_DIR
     try:
         trash.mkdir(exist_ok=True)
@@ -125,12 +135,11 @@ def show_run(warehouse, run_id: str) -> RunDetails:
     """The run's manifest, its tables' rows and sizes, and its diagnostics summarised (from the v1 views)."""
     path = existing_warehouse(warehouse)
     info = find_runs(path, [run_id])[0]
-    manifest = _read_manifest_or_none(info.path)
-    tables = {
-        folder.name: _table_stats(folder)
-        for folder in sorted(info.path.iterdir())
-        if folder.is_dir()
-    }
+    folder = _folder_path(path, info)
+    files = reading.folder_files(path, folder)
+    manifest = reading.read_manifest(path, folder, files)
+    names = sorted({name.split("/", 1)[0] for name in files if "/" in name})
+    tables = {table: _table_stats(path, folder, files, table) for table in names}
     details = RunDetails(info=info, manifest=manifest, tables=tables)
     if info.damaged:
         details.note = f"damaged ({info.damaged}): no diagnostics"
@@ -139,26 +148,36 @@ def show_run(warehouse, run_id: str) -> RunDetails:
     return details
 
 
-def existing_warehouse(warehouse) -> Path:
-    path = layout.resolve_warehouse(warehouse)
-    if not path.is_dir():
-        raise WarehouseError(f"no warehouse at {path} (run `lensdb extract` or `lensdb import-legacy`, or pass --warehouse)")
-    return path
+def existing_warehouse(warehouse):
+    from lensdb.catalog import _existing_warehouse
+
+    return _existing_warehouse(warehouse)
 
 
 # ---------------------------------------------------------------- reading a run folder
 
 
-def _damaged(warehouse: Path) -> dict[tuple[str, str], str]:
-    return {(d.model, d.run_id): d.reason for d in health.damaged_runs(warehouse)}
+def _folders_and_damage(warehouse) -> tuple[list[layout.RunFolder], dict[tuple[str, str], str]]:
+    """The run folders (committed or damaged) and why each damaged one is, from one survey."""
+    if layout.is_remote(warehouse):
+        surveyed = remote.survey(warehouse)
+        folders, damaged = surveyed.folders, surveyed.damaged
+    else:
+        folders, damaged = layout.run_folders(warehouse), health.damaged_runs(warehouse)
+    return folders, {(d.model, d.run_id): d.reason for d in damaged}
 
 
-def _key(folder: Path) -> tuple[str, str]:
+def _key(folder) -> tuple[str, str]:
     return (layout.model_of_folder(folder), layout.run_id_of_folder(folder))
 
 
-def _run_info(folder: Path, damaged: str | None) -> RunInfo:
-    manifest = _read_manifest_or_none(folder)
+def _folder_path(warehouse, info: "RunInfo"):
+    return PurePosixPath(warehouse.fs._strip_protocol(str(info.path))) if layout.is_remote(warehouse) else info.path
+
+
+def _run_info(warehouse, folder, damaged: str | None) -> RunInfo:
+    files = reading.folder_files(warehouse, folder)
+    manifest = reading.read_manifest(warehouse, folder, files)
     if manifest is None and not damaged:
         damaged = "unreadable manifest"
     return RunInfo(
@@ -167,33 +186,130 @@ def _run_info(folder: Path, damaged: str | None) -> RunInfo:
         source=manifest.get("source") if manifest else None,
         status=DAMAGED if damaged else manifest.get("status") or "unknown",
         prompt_set=manifest.get("prompt_set") if manifest else None,
-        prompts=_table_stats(folder / "prompts").rows,
-        records=_table_stats(folder / "records").rows,
+        prompts=reading.table_rows(warehouse, folder, "prompts", files),
+        records=reading.table_rows(warehouse, folder, "records", files),
         created_at=manifest.get("created_at") if manifest else None,
-        bytes_on_disk=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+        bytes_on_disk=sum(files.values()),
         damaged=damaged,
-        path=folder,
+        path=warehouse.url_of(str(folder)) if layout.is_remote(warehouse) else folder,
     )
 
 
-def _read_manifest_or_none(folder: Path) -> dict | None:
-    try:
-        files = sorted((folder / "manifest").glob("*.parquet"))
-        return pq.read_table(files[0]).to_pylist()[0]
-    except (OSError, ValueError, IndexError):
-        return None
+def _table_stats(warehouse, folder, files: dict[str, int], table: str) -> TableStats:
+    parquet = reading.table_files(files, table)
+    return TableStats(rows=reading.table_rows(warehouse, folder, table, files), files=len(parquet), bytes_on_disk=sum(parquet.values()))
 
 
-def _table_stats(folder: Path) -> TableStats:
-    files = sorted(folder.glob("*.parquet"))
-    rows: int | None = 0
-    for file in files:
-        try:
-            rows += pq.read_metadata(file).num_rows
-        except (OSError, ValueError):
-            rows = None
-            break
-    return TableStats(rows=rows, files=len(files), bytes_on_disk=sum(f.stat().st_size for f in files))
+# ---------------------------------------------------------------- what crashed writers left
+
+
+@dataclass(frozen=True)
+class LeftoverInfo:
+    """What a crashed (or losing) writer left, as `lensdb runs --uncommitted` lists it."""
+
+    kind: str  # staging / trash (a local folder), uncommitted (a remote run prefix without a manifest), stray
+    run_id: str
+    model: str | None
+    files: int
+    bytes_on_disk: int
+    age_seconds: float | None
+    removable: bool  # False: a writer on this host still runs, or it is younger than --older-than
+    location: str
+    _paths: tuple = ()
+
+
+def leftovers(warehouse=None, older_than_seconds: float = 3600.0) -> list[LeftoverInfo]:
+    """Staging and trash folders of a local warehouse, run prefixes without a manifest and files
+    no manifest lists in a remote one."""
+    path = existing_warehouse(warehouse)
+    if layout.is_remote(path):
+        return [
+            LeftoverInfo(
+                kind=left.kind,
+                run_id=left.run_id,
+                model=left.model,
+                files=len(left.files),
+                bytes_on_disk=left.bytes,
+                age_seconds=left.age_seconds,
+                removable=left.age_seconds is None or left.age_seconds >= older_than_seconds,
+                location=path.url_of(path.path(f"{layout.RUNS_DIR}/{left.folder_key}")),
+                _paths=tuple(left.files),
+            )
+            for left in remote.survey(path).leftovers
+        ]
+    found = []
+    for kind, folder in (("staging", layout.STAGING_DIR), ("trash", layout.TRASH_DIR)):
+        for entry in sorted((path / folder).iterdir()) if (path / folder).is_dir() else []:
+            if not entry.is_dir():
+                continue
+            files = [p for p in entry.rglob("*") if p.is_file()]
+            times = [p.stat().st_mtime for p in files] or [entry.stat().st_mtime]
+            age = max(0.0, time.time() - max(times))
+            parts = entry.name.split("@")
+            alive = len(parts) == 3 and parts[2] == socket.gethostname() and parts[1].isdigit() and pid_alive(int(parts[1]))
+            found.append(
+                LeftoverInfo(
+                    kind=kind,
+                    run_id=parts[0].split(".")[0],
+                    model=None,
+                    files=len(files),
+                    bytes_on_disk=sum(p.stat().st_size for p in files),
+                    age_seconds=age,
+                    removable=not alive and (age >= older_than_seconds or _dead_here(parts)),
+                    location=str(entry),
+                    _paths=(entry,),
+                )
+            )
+    return found
+
+
+def _dead_here(parts: list[str]) -> bool:
+    """A folder of a process of this host that no longer runs (removable whatever its age)."""
+    return len(parts) == 3 and parts[2] == socket.gethostname() and parts[1].isdigit() and not pid_alive(int(parts[1]))
+
+
+def cleanup(warehouse=None, older_than_seconds: float = 3600.0, *, dry_run: bool = False) -> list[LeftoverInfo]:
+    """Remove the removable leftovers (see `leftovers`); returns them."""
+    path = existing_warehouse(warehouse)
+    removed = [left for left in leftovers(path, older_than_seconds) if left.removable]
+    if dry_run:
+        return removed
+    for left in removed:
+        if layout.is_remote(path):
+            path.remove(list(left._paths))
+        else:
+            shutil.rmtree(left._paths[0], ignore_errors=True)
+    return removed
+
+
+def leftovers_table(found: list[LeftoverInfo]) -> pa.Table:
+    rows = [
+        {
+            "kind": left.kind,
+            "run_id": left.run_id,
+            "model": left.model,
+            "files": left.files,
+            "size": human_size(left.bytes_on_disk),
+            "age": _age(left.age_seconds),
+            "removable": left.removable,
+            "location": left.location,
+        }
+        for left in found
+    ]
+    schema = pa.schema(
+        [("kind", pa.string()), ("run_id", pa.string()), ("model", pa.string()), ("files", pa.int64()), ("size", pa.string()),
+         ("age", pa.string()), ("removable", pa.bool_()), ("location", pa.string())]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, scale in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= scale:
+            return f"{seconds / scale:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 # ---------------------------------------------------------------- diagnostics of one run

@@ -60,7 +60,7 @@ def test_extract_summary_goes_to_stdout_and_json_matches_the_views(tiny_llama, t
     quiet = run_cli(*args, "--quiet")
     assert quiet.exit_code == 0, quiet.stderr
     run_id = quiet.stdout.strip()
-    assert quiet.stdout == run_id + "\n" and re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", run_id)
+    assert quiet.stdout == run_id + "\n" and re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{12}", run_id)
     assert lensdb.query(f"SELECT count(*) AS n FROM v1.runs WHERE run_id = '{run_id}'", warehouse=warehouse).to_pylist() == [{"n": 1}]
 
 

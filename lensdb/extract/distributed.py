@@ -32,7 +32,7 @@ import torch
 from lensdb.errors import LensdbError
 from lensdb.extract.pipeline import LastLayerCheck
 from lensdb.warehouse import layout
-from lensdb.warehouse.writer import RunWriter
+from lensdb.warehouse.writer import RunWriter, joined_writer, run_writer
 
 VOTE_TIMEOUT = timedelta(minutes=30)  # how long a rank that finished waits for the others
 T = TypeVar("T")
@@ -189,15 +189,15 @@ def shared_writer(ranks: Ranks, warehouse: Path, model: str, run_id: str | None)
     opened: list[RunWriter] = []
 
     def open_staging():
-        writer = RunWriter(warehouse, model, run_id or layout.new_run_id(), file_tag=ranks.file_tag)
+        writer = run_writer(warehouse, model, run_id or layout.new_run_id(), file_tag=ranks.file_tag)
         writer.open()
         opened.append(writer)
-        return writer.run_id, writer.staging.name
+        return writer.run_id, writer.share_name
 
     chosen_id, staging_name = ranks.from_leader(open_staging)
     if ranks.leader:
         return opened[0]
-    return RunWriter.join(warehouse, model, chosen_id, staging_name, file_tag=ranks.file_tag)
+    return joined_writer(warehouse, model, chosen_id, staging_name, file_tag=ranks.file_tag)
 
 
 def deal(costs: Sequence[int], n_ranks: int) -> list[list[int]]:

@@ -158,7 +158,7 @@ def extract(
                     load_seconds=share.load_seconds, load_peak_host_rss_bytes=share.load_peak_rss, peak_host_rss_bytes=peak_host_memory_bytes(),
                 )
                 path = writer.commit(manifest_table(share.ctx, facts), schema.MANIFEST)
-                return path, sum(p.stat().st_size for p in path.rglob("*.parquet")), writer.rows_written.get("manifest", 0)
+                return path, writer.bytes_committed, writer.rows_written.get("manifest", 0)
 
             path, bytes_on_disk, manifest_rows = ranks.from_leader(commit)
         finally:

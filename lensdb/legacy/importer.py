@@ -33,7 +33,8 @@ import lensdb as lensdb_package
 from lensdb.errors import LegacyFormatError, LensdbError
 from lensdb.legacy import format as fmt
 from lensdb.warehouse import layout, schema
-from lensdb.warehouse.writer import RunWriter
+from lensdb.warehouse.reading import read_manifest, table_rows
+from lensdb.warehouse.writer import RunWriter, run_writer
 
 # Without a prompt_variant column, the pure CSV's blocks of one prompt id (each starting
 # again at layer 0) are these variants, in this order.
@@ -144,7 +145,7 @@ def write_runs(warehouse: Path, runs: list[PreparedRun]) -> list[ImportedRun]:
     with contextlib.ExitStack() as stack:
         writers = []
         for run in runs:
-            writer = stack.enter_context(RunWriter(warehouse, run.model.model, run.run_id))
+            writer = stack.enter_context(run_writer(warehouse, run.model.model, run.run_id))
             stage_run(writer, run.tables)
             writers.append(writer)
         imported = []
@@ -170,21 +171,15 @@ def files_sha256(files: LegacyFiles) -> str:
     return digest.hexdigest()
 
 
-def imported_file_hashes(warehouse: Path) -> dict[tuple[str, str], ImportedRun]:
+def imported_file_hashes(warehouse) -> dict[tuple[str, str], ImportedRun]:
     """(model, files hash) -> the committed run imported from those files, read from the manifests."""
     found: dict[tuple[str, str], ImportedRun] = {}
     for run_folder in layout.run_folders(warehouse):
         folder = run_folder.path
-        try:
-            manifest = pq.read_table(next((folder / "manifest").glob("*.parquet"))).to_pylist()[0]
-        except (StopIteration, OSError, ValueError, IndexError):
-            continue  # no readable manifest: not a committed run
-        sha = manifest.get("source_files_sha256")
+        manifest = read_manifest(warehouse, folder)
+        sha = manifest.get("source_files_sha256") if manifest else None
         if sha and manifest.get("status") == "committed":
-            try:
-                records = sum(pq.read_metadata(p).num_rows for p in (folder / "records").glob("*.parquet"))
-            except (OSError, ValueError):
-                records = 0
+            records = table_rows(warehouse, folder, "records") or 0
             found[(manifest["model"], sha)] = ImportedRun(manifest["model"], manifest["run_id"], folder, {"records": records}, already_imported=True)
     return found
 

@@ -47,8 +47,13 @@ class DamagedRun:
         return f"{self.path.parent.name}/{self.path.name}"
 
 
-def damaged_runs(warehouse: Path) -> list[DamagedRun]:
-    """Every damaged run folder of the warehouse, sorted by model folder and run id."""
+def damaged_runs(warehouse) -> list[DamagedRun]:
+    """Every damaged run folder of the warehouse, sorted by model folder and run id. (In a
+    remote warehouse: its manifest's file list against one listing, remote.survey.)"""
+    if layout.is_remote(warehouse):
+        from lensdb.warehouse import remote
+
+        return remote.survey(warehouse).damaged
     folders = layout.run_folders(Path(warehouse))
     if len(folders) >= _PARALLEL_FROM:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

@@ -47,11 +47,20 @@ SHORTENED_MARK = "@"
 _DIGEST_CHARS = 16
 
 
-def resolve_warehouse(warehouse: str | os.PathLike | None) -> Path:
-    """The warehouse folder: the argument, else $LENSDB_WAREHOUSE, else ./warehouse."""
+def resolve_warehouse(warehouse):
+    """The warehouse: the argument, else $LENSDB_WAREHOUSE, else ./warehouse. A folder (a Path),
+    or for a URL such as s3://bucket/prefix a remote.RemoteWarehouse (file:// URLs are folders)."""
+    from lensdb.warehouse import remote
+
+    if isinstance(warehouse, remote.RemoteWarehouse):
+        return warehouse
     chosen = warehouse if warehouse is not None else os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE
     if str(chosen) == "":
         raise WarehouseError("the warehouse path is empty (pass --warehouse DIR or set $LENSDB_WAREHOUSE)")
+    if isinstance(chosen, str) and remote.is_url(chosen):
+        chosen = remote.open_url(chosen)
+        if isinstance(chosen, remote.RemoteWarehouse):
+            return chosen
     path = Path(chosen).expanduser().resolve()
     if not is_utf8(str(path)):
         raise WarehouseError(f"the warehouse path {str(path)!r} is not valid UTF-8; choose a folder whose name is")
@@ -101,7 +110,7 @@ def model_from_key(key: str) -> str:
 
 def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(6)}"
 
 
 def check_run_id(run_id: str) -> str:
@@ -132,8 +141,19 @@ class RunFolder:
         return model_from_key(self.model_key)
 
 
-def run_folders(warehouse: Path) -> list[RunFolder]:
-    """Every runs/model=*/run=* folder, sorted; listed with os.scandir, never a glob."""
+def is_remote(warehouse) -> bool:
+    from lensdb.warehouse import remote
+
+    return isinstance(warehouse, remote.RemoteWarehouse)
+
+
+def run_folders(warehouse) -> list[RunFolder]:
+    """Every runs/model=*/run=* folder, sorted; listed with os.scandir, never a glob. In a
+    remote warehouse, the run prefixes that have a manifest (committed or damaged)."""
+    if is_remote(warehouse):
+        from lensdb.warehouse import remote
+
+        return remote.survey(warehouse).folders
     folders = []
     for model_entry in _subfolders(warehouse / RUNS_DIR):
         if not model_entry.name.startswith(MODEL_PREFIX):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import secrets
 import shutil
 import socket
 from pathlib import Path
@@ -45,8 +47,7 @@ class RunWriter:
         self.warehouse = warehouse
         self.model = layout.check_model_name(model)
         self.run_id = layout.check_run_id(run_id)
-        self.target = layout.run_dir(warehouse, model, run_id)
-        self.staging = warehouse / layout.STAGING_DIR / f"{run_id}@{os.getpid()}@{socket.gethostname()}"
+        self._place()
         self.file_tag = file_tag  # inserted in file names, so that several writers can share a folder
         self.owns_staging = True  # False for a writer that joined another's staging folder
         # Keyed by (table, part): a table may be written as several files ("part" names them).
@@ -55,6 +56,11 @@ class RunWriter:
         self._pending_rows: dict[tuple[str, str], int] = {}
         self.rows_written: dict[str, int] = {}
         self.committed = False
+        self.bytes_committed = 0
+
+    def _place(self) -> None:
+        self.target = layout.run_dir(self.warehouse, self.model, self.run_id)
+        self.staging = self.warehouse / layout.STAGING_DIR / f"{self.run_id}@{os.getpid()}@{socket.gethostname()}"
 
     @classmethod
     def join(cls, warehouse: Path, model: str, run_id: str, staging_name: str, *, file_tag: str) -> "RunWriter":
@@ -150,6 +156,11 @@ class RunWriter:
                 self._writers.pop(key).close()
                 _fsync_file(self._file(*key))
 
+    @property
+    def share_name(self) -> str:
+        """What another process needs to `join` this writer (torchrun ranks)."""
+        return self.staging.name
+
     def commit(self, manifest: pa.Table, manifest_schema: pa.Schema) -> Path:
         """Close every table, write the manifest last, and move the run into place."""
         if not self.owns_staging:
@@ -174,6 +185,7 @@ class RunWriter:
                 raise WarehouseError(f"could not commit run {self.run_id} to {self.warehouse}: {_why(exc)}") from None
             self.committed = True
         fsync_dir(self.target.parent)
+        self.bytes_committed = sum(p.stat().st_size for p in self.target.rglob("*.parquet"))
         return self.target
 
     def retract(self) -> None:
@@ -202,6 +214,136 @@ class RunWriter:
             return
         for key in keys:
             self._file(*key).unlink(missing_ok=True)
+
+
+def run_writer(warehouse, model: str, run_id: str, *, file_tag: str = "") -> RunWriter:
+    """The writer for a warehouse: a folder (stage, then rename) or a URL (files in place, then the manifest)."""
+    if layout.is_remote(warehouse):
+        return RemoteRunWriter(warehouse, model, run_id, file_tag=file_tag)
+    return RunWriter(warehouse, model, run_id, file_tag=file_tag)
+
+
+def joined_writer(warehouse, model: str, run_id: str, share_name: str, *, file_tag: str) -> RunWriter:
+    cls = RemoteRunWriter if layout.is_remote(warehouse) else RunWriter
+    return cls.join(warehouse, model, run_id, share_name, file_tag=file_tag)
+
+
+class RemoteRunWriter(RunWriter):
+    """Writes a run into an object-store warehouse (lensdb/warehouse/remote.py has the protocol):
+    files under the run's final prefix named with this writer's token, the manifest last as
+    the commit marker (a conditional put), listing every file and its size. Leaving the block
+    without a commit deletes this writer's files; a process killed outright leaves them for
+    `lensdb cleanup`."""
+
+    def _place(self) -> None:
+        self.prefix = f"{layout.RUNS_DIR}/{layout.MODEL_PREFIX}{layout.model_key(self.model)}/{layout.RUN_PREFIX}{self.run_id}"
+        self.target = self.warehouse.url_of(self.warehouse.path(self.prefix))
+        self.staging = None
+        self.token = secrets.token_hex(6)
+
+    @classmethod
+    def join(cls, warehouse, model: str, run_id: str, staging_name: str, *, file_tag: str) -> "RemoteRunWriter":
+        writer = cls(warehouse, model, run_id, file_tag=file_tag)
+        writer.token = staging_name
+        writer.owns_staging = False
+        return writer
+
+    @property
+    def share_name(self) -> str:
+        return self.token
+
+    def open(self) -> None:
+        if not self.owns_staging:
+            return
+        from lensdb.warehouse import remote
+
+        remote.ensure_schema_anchors(self.warehouse, writer=True)  # also shows that the store takes writes
+        self._check_run_id_is_new()
+
+    def _check_run_id_is_new(self) -> None:
+        for folder in layout.run_folders(self.warehouse):
+            if folder.run_id == self.run_id:
+                raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}")
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except WarehouseError:
+            raise
+        except OSError as exc:
+            raise WarehouseError(
+                f"cannot write run {self.run_id} to the warehouse {self.warehouse}: {_why(exc)}; nothing was committed"
+            ) from None
+
+    def _open_writer(self, key: tuple[str, str], schema: pa.Schema) -> None:
+        table, part = key
+        self._writers[key] = pq.ParquetWriter(
+            self._file(table, part), with_metadata(schema, table), filesystem=self.warehouse.arrow_fs, **PARQUET_OPTIONS
+        )
+        self.rows_written.setdefault(table, 0)
+
+    def _file(self, table: str, part: str) -> str:
+        return self.warehouse.path(self.prefix, table, f"{part}-{self.token}{self.file_tag}-00000.parquet")
+
+    def finish(self) -> None:
+        with self._writing():
+            for key in list(self._writers):
+                self._flush(key)
+                self._writers.pop(key).close()
+
+    def _own_files(self, *, all_ranks: bool) -> dict[str, int]:
+        """This writer's files (every rank's with `all_ranks`), relative to the run: name -> size."""
+        mark = f"-{self.token}" if all_ranks else f"-{self.token}{self.file_tag}-"
+        return {
+            rel[len(self.prefix) + 1 :]: entry.size
+            for rel, entry in self.warehouse.listing(self.prefix).items()
+            if mark in rel.rsplit("/", 1)[-1]
+        }
+
+    def commit(self, manifest: pa.Table, manifest_schema: pa.Schema) -> str:
+        """Close every file, then put the manifest (listing them) if no manifest is there yet."""
+        from lensdb.warehouse import remote
+
+        if not self.owns_staging:
+            raise WarehouseError("only the writer that opened the run commits it")
+        self.finish()
+        files = self._own_files(all_ranks=True)
+        schema = with_metadata(manifest_schema, "manifest")
+        schema = schema.with_metadata({**schema.metadata, remote.FILES_KEY: json.dumps(files, sort_keys=True).encode()})
+        data = remote.parquet_bytes(manifest.cast(schema), **PARQUET_OPTIONS)
+        self._check_run_id_is_new()
+        try:
+            self.warehouse.write_bytes(f"{self.prefix}/{remote.MANIFEST_FILE}", data, exclusive=True)
+        except FileExistsError:
+            raise WarehouseError(f"run id {self.run_id} already exists in {self.warehouse}") from None
+        self.committed = True
+        self.rows_written["manifest"] = manifest.num_rows
+        self.bytes_committed = sum(files.values()) + len(data)
+        return self.target
+
+    def retract(self) -> None:
+        from lensdb.warehouse import remote
+
+        if not self.committed:
+            return
+        self.warehouse.remove([f"{self.prefix}/{remote.MANIFEST_FILE}"])  # the run leaves every view here
+        self.committed = False
+        self.abort()
+
+    def abort(self) -> None:
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the files are deleted anyway
+                pass
+        self._writers.clear()
+        self._pending.clear()
+        try:
+            own = self._own_files(all_ranks=self.owns_staging)
+            self.warehouse.remove([f"{self.prefix}/{name}" for name in own])
+        except WarehouseError:
+            pass  # unreachable store: `lensdb cleanup` removes the files later
 
 
 @contextlib.contextmanager

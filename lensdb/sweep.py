@@ -220,7 +220,7 @@ def _committed_run(plan: _Plan, model: str):
 def _runs(warehouse: Path) -> list[dict]:
     from lensdb import catalog
 
-    if not warehouse.is_dir() or catalog.committed_run_count(warehouse) == 0:
+    if (not layout.is_remote(warehouse) and not warehouse.is_dir()) or catalog.committed_run_count(warehouse) == 0:
         return []
     sql = "SELECT run_id, model, model_revision, prompt_set_sha256, settings_sha256, finished_at FROM v1.runs WHERE source = 'extract'"
     return catalog.query(sql, warehouse).to_pylist()
@@ -400,7 +400,7 @@ def _lens_identity(spec: LensSpec, warehouse: Path) -> LensIdentity:
     if spec.kind != "tuned":
         return LensIdentity(spec.name, spec.kind)
     folder = Path(spec.argument).expanduser()
-    if not folder.is_dir():
+    if not folder.is_dir() and not layout.is_remote(warehouse):
         folder = warehouse / TUNED_STORE_DIR / spec.argument
     params = folder / "params.pt"
     sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None

@@ -161,6 +161,7 @@ def extract(
                 return path, writer.bytes_committed, writer.rows_written.get("manifest", 0)
 
             path, bytes_on_disk, manifest_rows = ranks.from_leader(commit)
+            writer.committed = True  # rank 0's commit holds every rank's files: no rank may delete its own now
         finally:
             if not writer.committed:
                 writer.abort()

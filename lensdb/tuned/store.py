@@ -42,8 +42,18 @@ def check_lens_name(name: str) -> str:
     return name
 
 
+REMOTE_STORE = "stored tuned lenses live in local warehouses only (pass tuned:DIR with a lens folder, or store it in a local warehouse)"
+
+
+def local_store(warehouse) -> Path:
+    """The warehouse folder that stores lenses; one line for an object-store warehouse."""
+    if layout.is_remote(warehouse):
+        raise TunedLensError(f"{warehouse}: {REMOTE_STORE}")
+    return warehouse
+
+
 def stored_lens_dir(warehouse: Path, name: str) -> Path:
-    return warehouse / LENSES_DIR / check_lens_name(name)
+    return local_store(warehouse) / LENSES_DIR / check_lens_name(name)
 
 
 def training_dir(warehouse: Path, name: str) -> Path:
@@ -51,7 +61,10 @@ def training_dir(warehouse: Path, name: str) -> Path:
 
 
 def stored_lens_names(warehouse: str | os.PathLike | None = None) -> list[str]:
-    root = layout.resolve_warehouse(warehouse) / LENSES_DIR
+    resolved = layout.resolve_warehouse(warehouse)
+    if layout.is_remote(resolved):
+        return []
+    root = resolved / LENSES_DIR
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file() and _NAME.match(p.name))
@@ -68,6 +81,8 @@ def resolve_tuned_spec(spec: str, warehouse: str | os.PathLike | None = None):
     if path.is_dir():
         return load_tuned_lens(path)
     warehouse_path = layout.resolve_warehouse(warehouse)
+    if layout.is_remote(warehouse_path):
+        raise TunedLensError(f"no tuned lens folder {spec!r}; {REMOTE_STORE}")
     if _NAME.match(spec) and spec not in RESERVED_NAMES:
         stored = warehouse_path / LENSES_DIR / spec
         if (stored / "config.json").is_file():

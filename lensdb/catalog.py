@@ -380,7 +380,7 @@ def open_session(
 ) -> Session:
     import duckdb
 
-    path = _existing_warehouse(warehouse)
+    path = existing_warehouse(warehouse)
     damaged = health.damaged_runs(path)
     root = _root(path)
     fingerprint = _fingerprint(root, damaged)
@@ -407,7 +407,7 @@ def open_session(
     return Session(con=con, warehouse=path, root=root, damaged=list(damaged))
 
 
-def _existing_warehouse(warehouse) -> Path:
+def existing_warehouse(warehouse) -> Path:
     path = layout.resolve_warehouse(warehouse)
     if layout.is_remote(path):
         with remote.errors(path, "read"):
@@ -647,7 +647,7 @@ def query(sql: str, warehouse=None, *, format: str = "arrow", latest: bool = Fal
         raise ValueError(f"format must be one of {', '.join(repr(f) for f in FORMATS)}, got {format!r}")
     if format == "pandas":
         _require("pandas", "format='pandas'")
-    path = _existing_warehouse(warehouse)
+    path = existing_warehouse(warehouse)
     if committed_run_count(path) == 0 and (layout.is_remote(path) or not list(path.glob("lenses/*/lens.parquet"))):
         raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
     if not allow_files:

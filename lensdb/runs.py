@@ -149,9 +149,9 @@ def show_run(warehouse, run_id: str) -> RunDetails:
 
 
 def existing_warehouse(warehouse):
-    from lensdb.catalog import _existing_warehouse
+    from lensdb import catalog
 
-    return _existing_warehouse(warehouse)
+    return catalog.existing_warehouse(warehouse)
 
 
 # ---------------------------------------------------------------- reading a run folder

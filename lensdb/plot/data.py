@@ -18,7 +18,6 @@ from lensdb.errors import LensdbError, QueryError, WarehouseError
 from lensdb.plot import text
 from lensdb.plot.metrics import (DEFAULT_LENS, DEFAULT_VARIANT, DEPTHS, HIGH_QUANTILE, LOW_QUANTILE, MARKS, Metric,
                                  metric)
-from lensdb.warehouse import layout
 
 
 @dataclass(frozen=True)
@@ -120,9 +119,7 @@ class Warehouse:
     """A read-only connection to a warehouse's v1 views."""
 
     def __init__(self, warehouse=None):
-        self.path = layout.resolve_warehouse(warehouse)
-        if not self.path.is_dir():
-            raise WarehouseError(f"no warehouse at {self.path} (run `lensdb extract` or `lensdb import-legacy`, or pass --warehouse)")
+        self.path = catalog.existing_warehouse(warehouse)
         if catalog.committed_run_count(self.path) == 0:
             raise WarehouseError(f"warehouse {self.path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
         self.con = catalog.connect(self.path, read_only=True)

@@ -235,7 +235,10 @@ def catalog_cache(warehouse: RemoteWarehouse) -> Path:
 
 
 def register(con, warehouse: RemoteWarehouse) -> None:
-    """Let DuckDB read the warehouse's URLs through its fsspec filesystem."""
+    """Let DuckDB read the warehouse's URLs through its fsspec filesystem (and never through an
+    extension it would load by itself for s3:// paths, which reads credentials its own way)."""
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
     con.register_filesystem(_globbing_filesystem(warehouse.fs))
 
 

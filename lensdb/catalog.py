@@ -300,6 +300,7 @@ class Session:
     warehouse: Path
     root: Root
     damaged: list[DamagedRun] = field(default_factory=list)
+    run_folders: int | None = None  # run folders seen when opening (counted for remote warehouses)
 
     def leave_out(self, run: DamagedRun) -> None:
         self.damaged.append(run)
@@ -381,7 +382,12 @@ def open_session(
     import duckdb
 
     path = existing_warehouse(warehouse)
-    damaged = health.damaged_runs(path)
+    run_folders = None
+    if layout.is_remote(path):
+        surveyed = remote.survey(path)  # one listing and one read per manifest, for all below
+        damaged, run_folders = surveyed.damaged, len(surveyed.folders)
+    else:
+        damaged = health.damaged_runs(path)
     root = _root(path)
     fingerprint = _fingerprint(root, damaged)
     if not layout.glob_safe(str(path)):
@@ -404,7 +410,7 @@ def open_session(
         con.execute("SET enable_progress_bar = false")  # stderr keeps to lensdb's own lines
     if sandbox:
         _confine(con, root)
-    return Session(con=con, warehouse=path, root=root, damaged=list(damaged))
+    return Session(con=con, warehouse=path, root=root, damaged=list(damaged), run_folders=run_folders)
 
 
 def existing_warehouse(warehouse) -> Path:
@@ -648,11 +654,15 @@ def query(sql: str, warehouse=None, *, format: str = "arrow", latest: bool = Fal
     if format == "pandas":
         _require("pandas", "format='pandas'")
     path = existing_warehouse(warehouse)
-    if committed_run_count(path) == 0 and (layout.is_remote(path) or not list(path.glob("lenses/*/lens.parquet"))):
-        raise WarehouseError(f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)")
+    empty = f"warehouse {path} has no committed runs yet (run `lensdb extract` or `lensdb import-legacy`)"
+    if not layout.is_remote(path) and committed_run_count(path) == 0 and not list(path.glob("lenses/*/lens.parquet")):
+        raise WarehouseError(empty)
     if not allow_files:
         check_read_only_sql(sql)
     session = open_session(path, read_only=True, sandbox=not allow_files, quiet=True, latest=latest)
+    if session.run_folders == 0:
+        session.con.close()
+        raise WarehouseError(empty)
     try:
         table = session.run(sql, retry=not allow_files or _is_read_only(sql))
     finally:

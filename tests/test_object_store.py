@@ -152,3 +152,85 @@ def test_every_view_over_s3_equals_a_local_warehouse_of_the_same_runs(s3_env, ti
     # (stored tuned lenses: none in this warehouse); and every column named above exists.
     assert {view for view, rows in compared.items() if rows == 0} == {"v1.damaged_runs", "v1.lenses"}, compared
     assert dropped == differ
+
+
+# --- 2. import-legacy into s3://, export from it ----------------------------------------------
+
+
+def exported(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_import_legacy_into_s3_exports_what_a_local_import_exports(s3_env, tmp_path):
+    if not LEGACY_RUN.is_dir():
+        pytest.skip("../shared/fixtures/legacy-run-2025-08-30 is not available")
+    local, url = tmp_path / "local", s3_env.url()
+    for warehouse in (local, url):
+        imported = ok(s3_env, "import-legacy", LEGACY_RUN, "--warehouse", warehouse)
+        assert imported.count(" run ") == 3 and "already imported" not in imported
+        ok(s3_env, "export", "--warehouse", warehouse, "--out", tmp_path / f"export-{'s3' if warehouse == url else 'local'}")
+    from_s3, from_local = exported(tmp_path / "export-s3"), exported(tmp_path / "export-local")
+    assert len(from_s3) == 9 and from_s3 == from_local
+    # And both are the legacy files themselves, byte for byte (README: import, then export).
+    assert from_s3 == {name: (LEGACY_RUN / name).read_bytes() for name in from_s3}
+
+    # Importing the same files again is recognised from the manifests in the bucket.
+    before = objects(s3_env)
+    again = ok(s3_env, "import-legacy", LEGACY_RUN, "--warehouse", url)
+    runs = json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))
+    assert len(runs) == 3
+    for run in runs:
+        assert f"{run['model']}  already imported as run {run['run_id']}" in again
+    assert objects(s3_env) == before, "a repeated import writes nothing"
+
+
+# --- 3. runs, show, rm against s3:// ------------------------------------------------------------
+
+
+def extract_into(s3_env, model: Path, prompts: Path, warehouse, run_id: str) -> str:
+    return ok(s3_env, "extract", model, "--prompts", prompts, "--warehouse", warehouse, *EXTRACT, "--run-id", run_id, "--quiet").strip()
+
+
+def records_per_run(warehouse) -> dict[str, int]:
+    table = lensdb.query("SELECT run_id, count(*) AS n FROM v1.records GROUP BY run_id", warehouse)
+    return dict(zip(table.column("run_id").to_pylist(), table.column("n").to_pylist()))
+
+
+def test_runs_show_and_rm_against_s3(s3_env, tiny_llama, tiny_gpt2, tiny_prompts):
+    url = s3_env.url()
+    assert extract_into(s3_env, tiny_llama, tiny_prompts, url, "run-a") == "run-a"
+    assert extract_into(s3_env, tiny_gpt2, tiny_prompts, url, "run-b") == "run-b"
+    records = records_per_run(url)
+    assert set(records) == {"run-a", "run-b"}
+
+    # runs: read from the objects themselves (sizes, footers) and agreeing with the views.
+    listed = {run["run_id"]: run for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))}
+    for run_id, model in (("run-a", tiny_llama.name), ("run-b", tiny_gpt2.name)):
+        run = listed[run_id]
+        assert (run["model"], run["status"], run["damaged"], run["records"]) == (model, "committed", None, records[run_id])
+        assert run["bytes_on_disk"] == sum(run_objects(s3_env, run_id).values()) > 0
+        assert run["path"] == f"{url}/runs/model={model}/run={run_id}"
+    table = ok(s3_env, "runs", "--warehouse", url, "--model", tiny_gpt2.name)
+    assert "run-b" in table and "run-a" not in table
+
+    # show: the manifest, each table's rows, the diagnostics (read through the views).
+    shown = json.loads(ok(s3_env, "show", "run-a", "--warehouse", url, "--format", "json"))
+    assert (shown["manifest"]["run_id"], shown["manifest"]["model"], shown["run"]["status"]) == ("run-a", tiny_llama.name, "committed")
+    assert shown["tables"]["records"]["rows"] == records["run-a"]
+    assert sum(stats["bytes_on_disk"] for stats in shown["tables"].values()) == listed["run-a"]["bytes_on_disk"]
+    assert shown["note"] is None
+    assert {row["lens"] for row in shown["diagnostics"]} == {"norm", "final_ln", "raw"}
+    text = ok(s3_env, "show", "run-a", "--warehouse", url)
+    assert text.startswith("run          run-a\n") and f"{url}/runs/model={tiny_llama.name}/run=run-a" in text
+
+    # rm with an unknown id removes nothing; rm run-a removes every object of it and only those.
+    before = objects(s3_env)
+    assert_one_line_error(cli(s3_env, "rm", "run-a", "no-such-run", "--yes", "--warehouse", url), "no run no-such-run in")
+    assert objects(s3_env) == before
+    assert ok(s3_env, "rm", "run-a", "--yes", "--warehouse", url).startswith("removed run-a  (")
+    after = objects(s3_env)
+    assert run_objects(s3_env, "run-a") == {}
+    assert after == {key: size for key, size in before.items() if "/run=run-a/" not in key}
+    assert [run["run_id"] for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))] == ["run-b"]
+    assert records_per_run(url) == {"run-b": records["run-b"]}
+    assert remote.survey(remote.open_url(url)).leftovers == []

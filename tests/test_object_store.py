@@ -26,6 +26,7 @@ import pytest
 
 import lensdb
 from lensdb import catalog
+from lensdb.errors import DamagedRunsWarning, WarehouseError
 from lensdb.warehouse import layout, remote, schema
 from lensdb.warehouse.writer import RemoteRunWriter, run_writer
 from tests import warehouse_fixtures as wf
@@ -69,11 +70,11 @@ def process_env(s3_env, **more) -> dict[str, str]:
     return s3_env.subprocess_env(PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore", **more)
 
 
-def spawn(env: dict[str, str], *args, script: Path | None = None) -> subprocess.Popen:
-    """`python -m lensdb ARGS` (or `python SCRIPT ARGS`) as a process of its own."""
-    head = [sys.executable, str(script)] if script else [sys.executable, "-m", "lensdb"]
+def spawn(env: dict[str, str], *args, cwd: Path = REPO) -> subprocess.Popen:
+    """`python -m lensdb ARGS` as a process of its own."""
     TRANSCRIPT.caches.add(Path(env["LENSDB_CACHE_DIR"]))
-    return subprocess.Popen([*head, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "lensdb", *map(str, args)]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -82,8 +83,8 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.Comple
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def run_process(env, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return finish(spawn(env, *args), timeout)
+def run_process(env, *args, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
+    return finish(spawn(env, *args, cwd=cwd), timeout)
 
 
 def objects(s3_env, prefix: str = "wh") -> dict[str, int]:
@@ -234,3 +235,239 @@ def test_runs_show_and_rm_against_s3(s3_env, tiny_llama, tiny_gpt2, tiny_prompts
     assert [run["run_id"] for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))] == ["run-b"]
     assert records_per_run(url) == {"run-b": records["run-b"]}
     assert remote.survey(remote.open_url(url)).leftovers == []
+
+
+# --- 4. concurrent extracts into one bucket prefix ---------------------------------------------
+
+
+def table_rows(sql: str, warehouse) -> list[str]:
+    return sorted(repr(row) for row in lensdb.query(sql, warehouse).to_pylist())
+
+
+def test_four_concurrent_extracts_commit_four_runs(s3_env, tiny_llama, tiny_gpt2, tiny_prompts):
+    url, env = s3_env.url(), process_env(s3_env)
+    models = [tiny_llama, tiny_gpt2, tiny_llama, tiny_gpt2]  # two writers in each model's prefix
+    processes = [spawn(env, "extract", model, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT, "--quiet") for model in models]
+    done = [finish(process) for process in processes]
+    assert [p.returncode for p in done] == [0] * 4, [p.stderr for p in done]
+    run_ids = [p.stdout.strip() for p in done]
+    assert len(set(run_ids)) == 4
+
+    surveyed = remote.survey(remote.open_url(url))
+    assert sorted(f.run_id for f in surveyed.folders) == sorted(run_ids)
+    assert (surveyed.damaged, surveyed.leftovers) == ([], [])
+    records = records_per_run(url)
+    assert set(records) == set(run_ids)
+    footers = {run["run_id"]: run["records"] for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))}
+    assert footers == records
+    # The two runs of one model hold the same records (no writer's files went into another's run).
+    for first, second in ((run_ids[0], run_ids[2]), (run_ids[1], run_ids[3])):
+        same = [table_rows(f"SELECT * EXCLUDE (run_id) FROM v1.records WHERE run_id = '{run}'", url) for run in (first, second)]
+        assert same[0] == same[1] and len(same[0]) == records[first]
+
+
+def test_two_concurrent_extracts_with_one_run_id_commit_once(s3_env, tiny_llama, tiny_prompts):
+    url, env = s3_env.url(), process_env(s3_env)
+    args = ["extract", tiny_llama, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT, "--run-id", "same-id", "--quiet"]
+    done = [finish(process) for process in [spawn(env, *args), spawn(env, *args)]]
+    assert sorted(p.returncode for p in done)[0] == 0 and sorted(p.returncode for p in done)[1] != 0, [p.stderr for p in done]
+    winner, loser = sorted(done, key=lambda p: p.returncode)
+    assert winner.stdout.strip() == "same-id"
+    assert loser.stderr.strip() == f"lensdb: error: run id same-id already exists in {url}"
+    surveyed = remote.survey(remote.open_url(url))
+    assert [f.run_id for f in surveyed.folders] == ["same-id"]
+    assert (surveyed.damaged, surveyed.leftovers) == ([], []), "the loser removed its files"
+    assert records_per_run(url) == {"same-id": json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))[0]["records"]}
+
+
+RACING_WRITER = """
+import sys, time
+from pathlib import Path
+from lensdb.errors import LensdbError
+from lensdb.warehouse import layout, schema
+from lensdb.warehouse.writer import run_writer
+from tests import warehouse_fixtures as wf
+url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+run = wf._run_b1()
+run.run_id = "same-id"
+try:
+    with run_writer(layout.resolve_warehouse(url), run.model, run.run_id) as writer:
+        wf._stage(writer, run)
+        writer.finish()  # every data file is in the bucket before any writer commits
+        ready.touch()
+        while not go.exists():
+            time.sleep(0.005)
+        writer.commit(wf.manifest_table(run), schema.MANIFEST)
+    print("committed")
+except LensdbError as exc:
+    print(f"failed: {exc}")
+"""
+
+
+def test_writers_racing_for_one_run_id_in_one_prefix_commit_exactly_once(s3_env, tmp_path):
+    """Four writers of one model and run id pass the early check, write their files, then all
+    commit at once: the conditional put of the manifest lets exactly one win, and the losers
+    remove their files."""
+    url, env = s3_env.url(), process_env(s3_env)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", RACING_WRITER, url, str(tmp_path / f"ready-{i}"), str(tmp_path / "go")], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(4)):
+        assert time.time() < deadline and all(p.poll() is None for p in processes), [p.communicate() for p in processes if p.poll() is not None]
+        time.sleep(0.01)
+    tokens = {name.rsplit("-", 2)[-2] for name in run_objects(s3_env, "same-id") if "/records/" in name}
+    assert len(tokens) == 4, "every writer's files are in the run's prefix before the commit"
+    (tmp_path / "go").touch()
+    outputs = [finish(process, 120).stdout.strip() for process in processes]
+    assert outputs.count("committed") == 1, outputs
+    assert all(o == "committed" or o == f"failed: run id same-id already exists in {url}" for o in outputs), outputs
+    surveyed = remote.survey(remote.open_url(url))
+    assert [f.run_id for f in surveyed.folders] == ["same-id"]
+    assert (surveyed.damaged, surveyed.leftovers) == ([], [])
+
+
+def test_the_manifest_put_is_conditional(s3_env, monkeypatch):
+    """Of two writers past every check, the second manifest put fails on the store's
+    If-None-Match (not on lensdb's own look first), and the first commit stays intact."""
+    warehouse = remote.open_url(s3_env.url())
+    run = wf._run_b1()
+    first, second = (run_writer(warehouse, run.model, run.run_id) for _ in range(2))
+    for writer in (first, second):
+        writer.open()
+        wf._stage(writer, run)
+    first.commit(wf.manifest_table(run), schema.MANIFEST)
+    manifest = f"{first.prefix}/{remote.MANIFEST_FILE}"
+    committed = warehouse.read_bytes(manifest)
+    monkeypatch.setattr(second, "_check_run_id_is_new", lambda: None)
+    with pytest.raises(WarehouseError, match=f"run id {run.run_id} already exists"):
+        second.commit(wf.manifest_table(run), schema.MANIFEST)
+    second.abort()
+    assert warehouse.read_bytes(manifest) == committed
+    surveyed = remote.survey(warehouse)
+    assert [f.run_id for f in surveyed.folders] == [run.run_id]
+    assert (surveyed.damaged, surveyed.leftovers) == ([], [])
+    assert {name.rsplit("-", 2)[-2] for name in run_objects(s3_env, run.run_id) if not name.endswith(remote.MANIFEST_FILE)} == {first.token}
+
+
+# --- 5. an extract killed mid-write --------------------------------------------------------------
+
+# `lensdb extract` killed outright (SIGKILL) at the one moment when a killed extract leaves
+# objects: its data files are closed and in the bucket, its manifest is not. Before that
+# moment a kill leaves no object at all: s3fs uploads a file when it is closed (a file above
+# the block size as a multipart upload, invisible until completed), and extract closes its
+# files only when it commits.
+KILLED_EXTRACT = """
+import os, signal, sys
+from lensdb.cli import main
+from lensdb.warehouse.writer import RemoteRunWriter
+
+def commit_then_die(self, manifest, manifest_schema):
+    self.finish()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+RemoteRunWriter.commit = commit_then_die
+main(args=sys.argv[1:], prog_name="lensdb")
+"""
+
+
+def test_an_extract_killed_mid_write_leaves_nothing_visible_and_cleanup_removes_it(s3_env, tiny_llama, tiny_gpt2, tiny_prompts):
+    url = s3_env.url()
+    extract_into(s3_env, tiny_gpt2, tiny_prompts, url, "kept")
+    views_before = table_rows("SELECT run_id, model, lens, count(*) AS n FROM v1.records GROUP BY ALL", url)
+    kept = run_objects(s3_env, "kept")
+
+    args = ["extract", tiny_llama, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT, "--run-id", "killed", "--quiet"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXTRACT, *map(str, args)], cwd=REPO, env=process_env(s3_env), capture_output=True, text=True, timeout=300)
+    TRANSCRIPT.record(killed.args, killed.stdout + killed.stderr)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = run_objects(s3_env, "killed")
+    assert {key.split("/")[-2] for key in left} >= {"prompts", "records", "vocab", "finals"}, left
+    assert not any(key.endswith(remote.MANIFEST_FILE) for key in left)
+
+    # Nothing visible: not in `lensdb runs`, not in any view.
+    assert [run["run_id"] for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))] == ["kept"]
+    assert table_rows("SELECT run_id, model, lens, count(*) AS n FROM v1.records GROUP BY ALL", url) == views_before
+    assert table_rows("SELECT run_id FROM v1.runs", url) == [repr({"run_id": "kept"})]
+    assert lensdb.query("SELECT count(*) AS n FROM v1.damaged_runs", url).column("n").to_pylist() == [0]
+
+    # `runs --uncommitted` lists it; cleanup leaves it while it is young, removes it with --older-than 0s.
+    [leftover] = json.loads(ok(s3_env, "runs", "--uncommitted", "--warehouse", url, "--format", "json"))
+    assert (leftover["kind"], leftover["run_id"], leftover["model"], leftover["files"]) == ("uncommitted", "killed", tiny_llama.name, len(left))
+    assert leftover["location"] == f"{url}/runs/model={tiny_llama.name}/run=killed"
+    assert cli(s3_env, "cleanup", "--warehouse", url).stderr.strip() == "nothing to remove"
+    assert ok(s3_env, "cleanup", "--older-than", "0s", "--dry-run", "--warehouse", url).startswith("would remove uncommitted killed  (")
+    assert run_objects(s3_env, "killed") == left
+    assert ok(s3_env, "cleanup", "--older-than", "0s", "--warehouse", url).startswith(f"removed uncommitted killed  ({len(left)} files, ")
+    assert run_objects(s3_env, "killed") == {}
+    assert run_objects(s3_env, "kept") == kept
+    assert json.loads(ok(s3_env, "runs", "--uncommitted", "--warehouse", url, "--format", "json")) == []
+    assert table_rows("SELECT run_id, model, lens, count(*) AS n FROM v1.records GROUP BY ALL", url) == views_before
+
+    # The run id is free again: the next extract with it commits.
+    assert extract_into(s3_env, tiny_llama, tiny_prompts, url, "killed") == "killed"
+    assert sorted(records_per_run(url)) == ["kept", "killed"]
+
+
+# --- 6. a second process that knows only the URL and the credentials ----------------------------
+
+
+def test_a_second_process_with_only_the_url_and_credentials_sees_the_same_runs(s3_env, tiny_llama, tiny_prompts, tmp_path):
+    url = s3_env.url()
+    extract_into(s3_env, tiny_llama, tiny_prompts, url, "seen")
+    sql = "SELECT run_id, model, lens, layer, count(*) AS n, sum(entropy_bits) AS entropy FROM v1.records GROUP BY ALL ORDER BY ALL"
+    here_runs = ok(s3_env, "runs", "--warehouse", url, "--format", "json")
+    here_query = ok(s3_env, "query", sql, "--warehouse", url, "--format", "json")
+
+    # Another process: the AWS_* variables and the URL (in $LENSDB_WAREHOUSE), nothing of this
+    # process: a catalog cache of its own, started empty, another working directory.
+    fresh = tmp_path / "other-cache"
+    env = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+    env |= {name: value for name, value in s3_env.env.items() if name.startswith("AWS_")}
+    env |= {"PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "LENSDB_CACHE_DIR": str(fresh), "LENSDB_WAREHOUSE": url}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    there_runs = run_process(env, "runs", "--format", "json", cwd=elsewhere)
+    there_query = run_process(env, "query", sql, "--format", "json", cwd=elsewhere)
+    assert (there_runs.returncode, there_query.returncode) == (0, 0), there_runs.stderr + there_query.stderr
+    assert there_runs.stdout == here_runs and json.loads(here_runs)[0]["run_id"] == "seen"
+    assert there_query.stdout == here_query and len(json.loads(here_query)) > 0
+    assert list(fresh.glob("catalogs/*/lensdb.duckdb")), "the second process built its own catalog"
+
+
+# --- 8. a damaged run on s3:// -------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::lensdb.errors.DamagedRunsWarning")
+def test_an_overwritten_data_file_leaves_its_run_out_of_the_views(s3_env, tiny_llama, tiny_gpt2, tiny_prompts):
+    url = s3_env.url()
+    extract_into(s3_env, tiny_llama, tiny_prompts, url, "hurt")
+    extract_into(s3_env, tiny_gpt2, tiny_prompts, url, "whole")
+    records = records_per_run(url)
+    whole = table_rows("SELECT * FROM v1.records WHERE run_id = 'whole'", url)
+    # Another writer overwrites one of the run's data files: a valid Parquet file, other bytes.
+    [victim] = [key for key in run_objects(s3_env, "hurt") if "/finals/" in key]
+    fs = s3_env.filesystem()
+    original = fs.cat_file(f"{s3_env.bucket}/{victim}")
+    other = [key for key in run_objects(s3_env, "whole") if "/finals/" in key][0]
+    replacement = fs.cat_file(f"{s3_env.bucket}/{other}")
+    assert len(replacement) != len(original)
+    fs.pipe_file(f"{s3_env.bucket}/{victim}", replacement)
+
+    name = victim.split("/run=hurt/", 1)[1]
+    why = f"{name} has {len(replacement)} bytes, its manifest says {len(original)} (overwritten or truncated)"
+    listed = {run["run_id"]: run for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))}
+    assert (listed["hurt"]["status"], listed["hurt"]["damaged"]) == ("damaged", why)
+    assert (listed["whole"]["status"], listed["whole"]["damaged"]) == ("committed", None)
+    with pytest.warns(DamagedRunsWarning, match=f"1 damaged run is left out of every view: run hurt \\({tiny_llama.name}\\)"):
+        damaged = lensdb.query("SELECT model, run_id, folder, reason FROM v1.damaged_runs", url).to_pylist()
+    assert damaged == [{"model": tiny_llama.name, "run_id": "hurt", "folder": f"runs/model={tiny_llama.name}/run=hurt", "reason": why}]
+    # The other run still queries, whole; the damaged one is in no view.
+    assert records_per_run(url) == {"whole": records["whole"]}
+    assert table_rows("SELECT * FROM v1.records WHERE run_id = 'whole'", url) == whole
+    for view in ("v1.runs", "v1.prompts", "v1.final_predictions", "v1.diagnostics"):
+        assert lensdb.query(f"SELECT DISTINCT run_id FROM {view}", url).column("run_id").to_pylist() == ["whole"], view
+    result = cli(s3_env, "query", "SELECT run_id, count(*) AS n FROM v1.records GROUP BY ALL", "--warehouse", url, "--format", "csv")
+    assert result.exit_code == 0 and result.stdout == f'"run_id","n"\n"whole",{records["whole"]}\n'
+    assert "hurt" in result.stderr, "the damaged run is named on stderr"

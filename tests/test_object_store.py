@@ -127,14 +127,13 @@ def write_fixture_runs(warehouse) -> None:
             writer.commit(wf.manifest_table(run), schema.MANIFEST)
 
 
-def test_every_view_over_s3_equals_a_local_warehouse_of_the_same_runs(s3_env, tiny_llama, tiny_gpt2, tiny_prompts, tmp_path):
+def test_every_view_over_s3_equals_a_local_warehouse_of_the_same_runs(s3_env, tiny_llama, tiny_prompts, tmp_path):
     local, url = tmp_path / "local", s3_env.url()
     for warehouse in (local, url):
         # Same model, prompts, run id and seed: the records are deterministic on the CPU.
         ok(s3_env, "extract", tiny_llama, "--prompts", tiny_prompts, "--warehouse", warehouse, *EXTRACT, "--run-id", "llama-1", "--seed", 7, "--keep-residuals", "--quiet")
-        ok(s3_env, "extract", tiny_gpt2, "--prompts", tiny_prompts, "--warehouse", warehouse, *EXTRACT, "--run-id", "gpt2-1", "--seed", 7, "--quiet")
         write_fixture_runs(layout.resolve_warehouse(str(warehouse)))
-    assert {f.run_id for f in layout.run_folders(remote.open_url(url))} == {"llama-1", "gpt2-1", *(r.run_id for r in wf.fixture_runs())}
+    assert {f.run_id for f in layout.run_folders(remote.open_url(url))} == {"llama-1", *(r.run_id for r in wf.fixture_runs())}
 
     # Columns that differ between two extracts of the same run, and why:
     differ = {
@@ -247,10 +246,11 @@ def table_rows(sql: str, warehouse) -> list[str]:
 def test_four_concurrent_extracts_commit_four_runs(s3_env, tiny_llama, tiny_gpt2, tiny_prompts):
     url, env = s3_env.url(), process_env(s3_env)
     models = [tiny_llama, tiny_gpt2, tiny_llama, tiny_gpt2]  # two writers in each model's prefix
-    processes = [spawn(env, "extract", model, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT, "--quiet") for model in models]
+    # Not --quiet: the summaries, progress bars and logs go into the transcript (test 7).
+    processes = [spawn(env, "extract", model, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT, "--json") for model in models]
     done = [finish(process) for process in processes]
     assert [p.returncode for p in done] == [0] * 4, [p.stderr for p in done]
-    run_ids = [p.stdout.strip() for p in done]
+    run_ids = [json.loads(p.stdout)["run_id"] for p in done]
     assert len(set(run_ids)) == 4
 
     surveyed = remote.survey(remote.open_url(url))
@@ -261,9 +261,11 @@ def test_four_concurrent_extracts_commit_four_runs(s3_env, tiny_llama, tiny_gpt2
     footers = {run["run_id"]: run["records"] for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))}
     assert footers == records
     # The two runs of one model hold the same records (no writer's files went into another's run).
+    by_run: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
+    for row in lensdb.query("SELECT * FROM v1.records", url).to_pylist():
+        by_run[row.pop("run_id")].append(repr(row))
     for first, second in ((run_ids[0], run_ids[2]), (run_ids[1], run_ids[3])):
-        same = [table_rows(f"SELECT * EXCLUDE (run_id) FROM v1.records WHERE run_id = '{run}'", url) for run in (first, second)]
-        assert same[0] == same[1] and len(same[0]) == records[first]
+        assert sorted(by_run[first]) == sorted(by_run[second]) and len(by_run[first]) == records[first]
 
 
 def test_two_concurrent_extracts_with_one_run_id_commit_once(s3_env, tiny_llama, tiny_prompts):
@@ -440,34 +442,120 @@ def test_a_second_process_with_only_the_url_and_credentials_sees_the_same_runs(s
 
 
 @pytest.mark.filterwarnings("ignore::lensdb.errors.DamagedRunsWarning")
-def test_an_overwritten_data_file_leaves_its_run_out_of_the_views(s3_env, tiny_llama, tiny_gpt2, tiny_prompts):
+def test_an_overwritten_data_file_leaves_its_run_out_of_the_views(s3_env):
     url = s3_env.url()
-    extract_into(s3_env, tiny_llama, tiny_prompts, url, "hurt")
-    extract_into(s3_env, tiny_gpt2, tiny_prompts, url, "whole")
+    write_fixture_runs(remote.open_url(url))  # four runs of three models
     records = records_per_run(url)
-    whole = table_rows("SELECT * FROM v1.records WHERE run_id = 'whole'", url)
-    # Another writer overwrites one of the run's data files: a valid Parquet file, other bytes.
-    [victim] = [key for key in run_objects(s3_env, "hurt") if "/finals/" in key]
+    others = table_rows("SELECT * FROM v1.records WHERE run_id <> 'a-run1'", url)
+    # Another writer overwrites one of a run's data files: a valid Parquet file, other bytes.
+    [victim] = [key for key in run_objects(s3_env, "a-run1") if "/finals/" in key]
+    [other] = [key for key in run_objects(s3_env, "b-run1") if "/finals/" in key]
     fs = s3_env.filesystem()
-    original = fs.cat_file(f"{s3_env.bucket}/{victim}")
-    other = [key for key in run_objects(s3_env, "whole") if "/finals/" in key][0]
-    replacement = fs.cat_file(f"{s3_env.bucket}/{other}")
+    original, replacement = fs.cat_file(f"{s3_env.bucket}/{victim}"), fs.cat_file(f"{s3_env.bucket}/{other}")
     assert len(replacement) != len(original)
     fs.pipe_file(f"{s3_env.bucket}/{victim}", replacement)
 
-    name = victim.split("/run=hurt/", 1)[1]
-    why = f"{name} has {len(replacement)} bytes, its manifest says {len(original)} (overwritten or truncated)"
+    folder = "runs/model=org%2Fmodel-a/run=a-run1"
+    why = f"{victim.split(folder + '/', 1)[1]} has {len(replacement)} bytes, its manifest says {len(original)} (overwritten or truncated)"
     listed = {run["run_id"]: run for run in json.loads(ok(s3_env, "runs", "--warehouse", url, "--format", "json"))}
-    assert (listed["hurt"]["status"], listed["hurt"]["damaged"]) == ("damaged", why)
-    assert (listed["whole"]["status"], listed["whole"]["damaged"]) == ("committed", None)
-    with pytest.warns(DamagedRunsWarning, match=f"1 damaged run is left out of every view: run hurt \\({tiny_llama.name}\\)"):
+    assert {run_id: (run["status"], run["damaged"]) for run_id, run in listed.items()} == {
+        "a-run1": ("damaged", why), "a-run2": ("committed", None), "b-run1": ("committed", None), "legacy-run1": ("committed", None)
+    }
+    with pytest.warns(DamagedRunsWarning, match=r"1 damaged run is left out of every view: run a-run1 \(org/model-a\)"):
         damaged = lensdb.query("SELECT model, run_id, folder, reason FROM v1.damaged_runs", url).to_pylist()
-    assert damaged == [{"model": tiny_llama.name, "run_id": "hurt", "folder": f"runs/model={tiny_llama.name}/run=hurt", "reason": why}]
-    # The other run still queries, whole; the damaged one is in no view.
-    assert records_per_run(url) == {"whole": records["whole"]}
-    assert table_rows("SELECT * FROM v1.records WHERE run_id = 'whole'", url) == whole
-    for view in ("v1.runs", "v1.prompts", "v1.final_predictions", "v1.diagnostics"):
-        assert lensdb.query(f"SELECT DISTINCT run_id FROM {view}", url).column("run_id").to_pylist() == ["whole"], view
-    result = cli(s3_env, "query", "SELECT run_id, count(*) AS n FROM v1.records GROUP BY ALL", "--warehouse", url, "--format", "csv")
-    assert result.exit_code == 0 and result.stdout == f'"run_id","n"\n"whole",{records["whole"]}\n'
-    assert "hurt" in result.stderr, "the damaged run is named on stderr"
+    assert damaged == [{"model": "org/model-a", "run_id": "a-run1", "folder": folder, "reason": why}]
+    # The other runs still query, whole; the damaged one is in no view.
+    assert records_per_run(url) == {run_id: n for run_id, n in records.items() if run_id != "a-run1"}
+    assert table_rows("SELECT * FROM v1.records WHERE run_id <> 'a-run1'", url) == others
+    views = ("v1.runs", "v1.prompts", "v1.final_predictions", "v1.diagnostics")
+    sql = " UNION ".join(f"SELECT '{view}' AS view, run_id FROM {view}" for view in views)
+    seen = lensdb.query(sql, url).to_pylist()
+    assert sorted((row["view"], row["run_id"]) for row in seen) == [(view, run) for view in sorted(views) for run in ("a-run2", "b-run1", "legacy-run1")]
+    result = cli(s3_env, "query", "SELECT count(DISTINCT run_id) AS n FROM v1.records", "--warehouse", url, "--format", "csv")
+    assert result.exit_code == 0 and result.stdout == '"n"\n3\n'
+    assert "run a-run1 (org/model-a)" in result.stderr, "the damaged run is named on stderr"
+
+
+# --- queries read each file without asking the store about it first ------------------------------
+
+
+def s3_requests(monkeypatch) -> list[tuple[str, str]]:
+    """The S3 API calls s3fs makes in this process from now on: (operation, key)."""
+    import s3fs.core
+
+    calls: list[tuple[str, str]] = []
+    real = s3fs.core.S3FileSystem._call_s3
+
+    async def recording(self, method, *args, **kwargs):
+        calls.append((method, kwargs.get("Key", "")))
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", recording)
+    return calls
+
+
+def test_a_query_asks_no_head_request_for_the_files_it_reads(s3_env, monkeypatch):
+    """DuckDB opens, sizes and dates every file it reads through the registered filesystem;
+    the listing of the glob that found the file answers all three (else: three HEAD requests
+    per file and query, before its GET)."""
+    warehouse = remote.open_url(s3_env.url())
+    write_fixture_runs(warehouse)
+    with monkeypatch.context() as patch:
+        calls = s3_requests(patch)
+        table = lensdb.query("SELECT run_id, count(*) AS n, sum(entropy_bits) AS h FROM v1.records GROUP BY ALL", warehouse)
+    assert table.num_rows == len(wf.fixture_runs())
+    records = {key for key in objects(s3_env) if "/records/" in key}
+    assert {key for method, key in calls if method == "get_object" and "/records/" in key} == records
+    assert [key for method, key in calls if method == "head_object" and "/records/" in key] == []
+
+
+# --- 7. no secret anywhere ------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # free once the socket closes: nothing listens there
+
+
+def test_no_secret_in_any_object_cache_file_or_output(s3_env, tiny_llama, tiny_prompts, monkeypatch, tmp_path):
+    """Last in this module: what every test above wrote into the bucket(s), the local catalog
+    caches and the outputs of every command, plus this test's own commands and failures."""
+    url = s3_env.url()
+    ok(s3_env, "extract", tiny_llama, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT, "--json")
+    ok(s3_env, "query", "SELECT * FROM v1.runs", "--warehouse", url, "--format", "json")
+    ok(s3_env, "runs", "--warehouse", url)
+    ok(s3_env, "export", "--warehouse", url, "--out", tmp_path / "export")
+
+    # A URL with credentials in it is refused in one line that names neither key.
+    for args in (["runs"], ["query", "SELECT 1"], ["extract", tiny_llama, "--prompts", tiny_prompts, *EXTRACT]):
+        line = assert_one_line_error(cli(s3_env, *args, "--warehouse", f"s3://{ACCESS_KEY}:{SECRET_KEY}@{s3_env.bucket}/x"), "holds credentials")
+        assert SECRET_KEY not in line and ACCESS_KEY not in line
+    with pytest.raises(WarehouseError) as refused:
+        lensdb.query("SELECT 1", f"s3://{ACCESS_KEY}:{SECRET_KEY}@{s3_env.bucket}/x")
+    assert SECRET_KEY not in str(refused.value) and ACCESS_KEY not in str(refused.value)
+
+    # An endpoint where nothing listens: one line naming the warehouse, a non-zero exit. (One
+    # attempt: botocore's retries would take some 13 s to end in the same message.)
+    nowhere = f"http://127.0.0.1:{closed_port()}"
+    with monkeypatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", nowhere)
+        patch.setenv("AWS_MAX_ATTEMPTS", "1")
+        for args in (["runs"], ["query", "SELECT 1"], ["rm", "x", "--yes"]):
+            assert_one_line_error(cli(s3_env, *args, "--warehouse", url), f"the warehouse {url}: EndpointConnectionError")
+        assert_one_line_error(cli(s3_env, "extract", tiny_llama, "--prompts", tiny_prompts, "--warehouse", url, *EXTRACT), f"the warehouse {url}: EndpointConnectionError")
+
+    # Every object of every bucket of the server (this test's and the tests' above).
+    fs = s3_env.filesystem()
+    keys = [key for bucket in fs.ls("") for key in fs.find(bucket)]
+    contents = fs.cat(keys)
+    assert len(contents) == len(keys) > 0 and any(key.endswith(remote.MANIFEST_FILE) for key in keys)
+    cached = [path for cache in TRANSCRIPT.caches for path in cache.rglob("*") if path.is_file()]
+    assert any(path.name == "lensdb.duckdb" for path in cached)
+    for secret in (SECRET_KEY, ACCESS_KEY):
+        assert [key for key, data in contents.items() if secret.encode() in data] == [], secret
+        assert [path for path in cached if secret.encode() in path.read_bytes()] == [], secret
+        assert [command for command, text in TRANSCRIPT.outputs if secret in text] == [], secret
+    assert len(TRANSCRIPT.outputs) >= 12

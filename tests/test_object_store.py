@@ -1,4 +1,5 @@
-"""Warehouses on object storage (issue 11, items 1, 2 and 6) against a real S3 API server.
+"""Warehouses on object storage (issue 11) against a real S3 API server: URLs for every
+command, the commit protocol without rename, queries, and that no secret is written or printed.
 
 moto's server mode runs on localhost (tests/object_store.py); lensdb talks to it through
 s3fs as it would to AWS or MinIO, with the credentials and endpoint in the standard AWS_*
@@ -7,8 +8,7 @@ variables only. Models are the tiny random ones of conftest.py; extracts run in 
 kills and a second reader are the point.
 
 Every command's output and every local catalog cache is kept in TRANSCRIPT, so that the last
-test can check that the secret key appears nowhere lensdb wrote or printed.
-"""
+test can check that the keys appear nowhere lensdb wrote or printed."""
 
 from __future__ import annotations
 
@@ -21,14 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 import lensdb
 from lensdb import catalog
 from lensdb.errors import DamagedRunsWarning, WarehouseError
 from lensdb.warehouse import layout, remote, schema
-from lensdb.warehouse.writer import RemoteRunWriter, run_writer
+from lensdb.warehouse.writer import run_writer
 from tests import warehouse_fixtures as wf
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.conftest import LEGACY_RUN

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -244,7 +245,10 @@ def register(con, warehouse: RemoteWarehouse) -> None:
 
 def _globbing_filesystem(fs):
     """`fs` with a glob that lists the fixed prefix once (one paginated request) and matches
-    the pattern locally: fsspec's own glob walks the tree one folder level at a time."""
+    the pattern locally: fsspec's own glob walks the tree one folder level at a time. The
+    listing's size and time of each file it returned answer `info` (and so `open`, `size` and
+    `modified`, which DuckDB calls for every file it reads): without them each file costs
+    three HEAD requests more per query."""
     cls = type(fs)
     if getattr(cls, "_lensdb_glob", False):
         return fs
@@ -258,13 +262,30 @@ def _globbing_filesystem(fs):
         fixed = re.split(r"[*?\[]", pattern, maxsplit=1)[0].rsplit("/", 1)[0]
         matcher = re.compile(glob_translate(pattern))
         try:
-            found = self.find(fixed)
+            found = self.find(fixed, detail=True)
         except FileNotFoundError:
             return []
-        return sorted(name for name in found if matcher.match(name))
+        matched = {name: info for name, info in found.items() if matcher.match(name)}
+        self._lensdb_listed.update(matched)  # as fresh as the glob of the query that reads them
+        return sorted(matched)
 
-    wrapped = type(f"Lensdb{cls.__name__}", (cls,), {"glob": glob, "_lensdb_glob": True})
-    return wrapped(**fs.storage_options, skip_instance_cache=True)
+    def listed(self, path, options) -> dict | None:
+        found = None if options.get("version_id") or options.get("refresh") else self._lensdb_listed.get(self._strip_protocol(path))
+        return dict(found) if found is not None else None
+
+    async def _info(self, path, **options):
+        return listed(self, path, options) or await cls._info(self, path, **options)
+
+    def info(self, path, **options):
+        return listed(self, path, options) or cls.info(self, path, **options)
+
+    members = {"glob": glob, "_lensdb_glob": True}
+    # Async filesystems (s3fs, gcsfs) derive their `info` from `_info`.
+    members.update({"_info": _info} if inspect.iscoroutinefunction(getattr(cls, "_info", None)) else {"info": info})
+    wrapped = type(f"Lensdb{cls.__name__}", (cls,), members)
+    instance = wrapped(**fs.storage_options, skip_instance_cache=True)
+    instance._lensdb_listed = {}
+    return instance
 
 
 # ---------------------------------------------------------------- runs: committed, damaged, uncommitted

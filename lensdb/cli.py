@@ -13,7 +13,6 @@ import sys
 import textwrap
 import traceback
 import warnings
-from pathlib import Path
 
 import click
 

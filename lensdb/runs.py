@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lensdb.errors import WarehouseError
 from lensdb.warehouse import health, layout, reading, remote

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.object_store import s3_env, s3_server  # noqa: F401 - fixtures for every test module
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 STORIES = SHARED / "fixtures" / "models" / "stories260K"

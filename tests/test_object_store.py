@@ -31,7 +31,7 @@ from lensdb.warehouse.writer import run_writer
 from tests import warehouse_fixtures as wf
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.conftest import LEGACY_RUN
-from tests.object_store import ACCESS_KEY, SECRET_KEY, s3_env, s3_server  # noqa: F401 - fixtures
+from tests.object_store import ACCESS_KEY, SECRET_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 EXTRACT = ["--device", "cpu", "--batch-size", "4"]

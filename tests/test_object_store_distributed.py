@@ -15,7 +15,7 @@ import pytest
 import lensdb
 from lensdb.extract import engine
 from lensdb.warehouse import layout, remote
-from tests.object_store import SECRET_KEY, s3_env, s3_server  # noqa: F401 - fixtures
+from tests.object_store import SECRET_KEY
 from tests.test_distributed import EXTRACT_ARGS, REPO, SORT_KEYS, torchrun
 
 TABLE_SQL = {

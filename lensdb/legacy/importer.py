@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import lensdb as lensdb_package
 from lensdb.errors import LegacyFormatError, LensdbError

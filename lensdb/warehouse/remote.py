@@ -46,6 +46,9 @@ from lensdb.warehouse import layout
 FILES_KEY = b"lensdb.files"  # manifest metadata: {"<table>/<file>": size, ...}
 MANIFEST_FILE = "manifest/part-00000.parquet"
 CACHE_ENV = "LENSDB_CACHE_DIR"
+# DuckDB globs once per table scan; the scans of one statement (within this many seconds)
+# share one listing, so a query sees one snapshot of the warehouse and lists it once.
+LISTING_SECONDS = 1.0
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Packages that give fsspec its object stores, for the one-line hint when one is missing.
 _PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
@@ -115,10 +118,19 @@ class RemoteWarehouse:
             return {}
         paths = [self.path(r) for r in relatives]
         with errors(self, "read"):
-            got = self.fs.cat(paths, on_error="return")
-        if not isinstance(got, dict):
-            got = {paths[0]: got}
-        return {self.relative(path): value for path, value in got.items()}
+            if "max_concurrency" in inspect.signature(getattr(self.fs, "_cat_file", self.fs.cat_file)).parameters:
+                # s3fs: one GET each, all at once (by default it asks each object's size first)
+                import asyncio
+
+                from fsspec.asyn import sync
+
+                async def gather():
+                    return await asyncio.gather(*(self.fs._cat_file(p, max_concurrency=1) for p in paths), return_exceptions=True)
+
+                got = sync(self.fs.loop, gather)
+            else:
+                got = self.fs.cat_ranges(paths, None, None, on_error="return")
+        return dict(zip(relatives, got))
 
     def write_bytes(self, relative: str, data: bytes, *, exclusive: bool = False) -> None:
         """Write one object; `exclusive`: fail with FileExistsError if it exists (a conditional
@@ -261,10 +273,13 @@ def _globbing_filesystem(fs):
             return [pattern] if self.exists(pattern) else []
         fixed = re.split(r"[*?\[]", pattern, maxsplit=1)[0].rsplit("/", 1)[0]
         matcher = re.compile(glob_translate(pattern))
-        try:
-            found = self.find(fixed, detail=True)
-        except FileNotFoundError:
-            return []
+        listed_at, found = self._lensdb_lists.get(fixed, (0.0, None))
+        if found is None or time.monotonic() - listed_at > LISTING_SECONDS:
+            try:
+                found = self.find(fixed, detail=True)
+            except FileNotFoundError:
+                found = {}
+            self._lensdb_lists[fixed] = (time.monotonic(), found)
         matched = {name: info for name, info in found.items() if matcher.match(name)}
         self._lensdb_listed.update(matched)  # as fresh as the glob of the query that reads them
         return sorted(matched)
@@ -285,6 +300,7 @@ def _globbing_filesystem(fs):
     wrapped = type(f"Lensdb{cls.__name__}", (cls,), members)
     instance = wrapped(**fs.storage_options, skip_instance_cache=True)
     instance._lensdb_listed = {}
+    instance._lensdb_lists = {}  # prefix -> (when, listing): the scans of one statement share one listing
     return instance
 
 

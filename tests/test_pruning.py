@@ -15,6 +15,7 @@ import re
 import shutil
 import warnings
 from dataclasses import dataclass
+from urllib.parse import quote
 from pathlib import Path
 
 import duckdb
@@ -40,10 +41,14 @@ EXTRA_RUNS = {  # run id -> model
     "long-1": LONG_MODEL,
     "long-2": LONG_MODEL,  # the later run of LONG_MODEL (same created_at: the run id decides)
     "long-3": LONG_MODEL_2,
+    "edge-249": "b" * 249,  # the longest key a folder name holds (layout.MODEL_KEY_MAX)
+    "edge-250": "b" * 250,  # one more: shortened
 }
-MODELS = [wf.MODEL_A, wf.MODEL_B, wf.MODEL_LEGACY, ODD_MODEL, "a+b", "100%/..", LONG_MODEL, LONG_MODEL_2]
+MODELS = [wf.MODEL_A, wf.MODEL_B, wf.MODEL_LEGACY, ODD_MODEL, "a+b", "100%/..", LONG_MODEL, LONG_MODEL_2, "b" * 249, "b" * 250]
 DATA_TABLES = ("prompts", "records", "finals", "consistency", "residuals", "legacy_raw_lens_samples", "vocab")
-# Every public view of the runs (v1.lenses reads stored lenses, v1.damaged_runs a variable).
+# Every public view of the runs (v1.lenses reads stored lenses, v1.damaged_runs a variable);
+# those of the manifests alone prune them too.
+MANIFEST_VIEWS = ("v1.runs", "v1.latest_runs")
 VIEWS = [
     "v1.runs", "v1.latest_runs", "v1.prompts", "v1.records", "v1.residuals", "v1.final_predictions", "v1.vocab",
     "v1.pure_next_token", "v1.pure_next_token_with(0.5, 0.05, 2)", "v1.diagnostics", "v1.diagnostics_with(0.5, 0.05, 2)",
@@ -178,7 +183,8 @@ def literal(text: str) -> str:
 def test_the_warehouse_has_spelled_and_shortened_model_folders(warehouse):
     folders = committed(warehouse)
     assert all((warehouse / folder / "manifest").is_dir() for folder in folders)
-    assert len(folders) == len(wf.COMMITTED_RUNS) + len(EXTRA_RUNS) and len(shortened(warehouse)) == 3
+    assert len(folders) == len(wf.COMMITTED_RUNS) + len(EXTRA_RUNS) and len(shortened(warehouse)) == 4
+    assert layout.model_key("b" * 249) == "b" * 249 and layout.SHORTENED_MARK in layout.model_key("b" * 250)
     assert layout.model_key(ODD_MODEL) == "org%2Fm%C3%B6del%20%E6%97%A5%E6%9C%AC%20%2B1%252B%20100%25"
 
 
@@ -196,9 +202,10 @@ def test_a_filter_on_model_reads_only_that_models_files(reader, warehouse, model
     result = reader.read(f"SELECT * FROM v1.records WHERE model = {literal(model)}")
     assert result.rows == everything.rows_where("model", model) and result.rows
     own = folders_of(warehouse, model)
-    # The model's own manifests and data files, and those of the shortened folders (whose
-    # model only their manifest names): no other model's.
-    assert own <= run_folders(result.opened) <= own | shortened(warehouse)
+    # The model's own data files, and those of the shortened folders (whose model only
+    # their manifest names): no other model's. (Every manifest is read, as for a filter on
+    # run_id: they say which runs are committed, and the latest.)
+    assert own <= run_folders(result.opened, tables=DATA_TABLES) <= own | shortened(warehouse)
 
 
 @pytest.mark.parametrize("model", [ODD_MODEL, LONG_MODEL])
@@ -208,8 +215,9 @@ def test_a_filter_on_model_prunes_every_view(reader, warehouse, view, model):
     result = reader.read(f"SELECT * FROM {view} WHERE model = {literal(model)}")
     assert result.rows == everything.rows_where("model", model)
     others = set(committed(warehouse)) - folders_of(warehouse, model) - shortened(warehouse)
-    assert run_folders(everything.opened) & others  # without the filter, other models' files are read
-    assert not run_folders(result.opened) & others
+    tables = ("manifest",) if view in MANIFEST_VIEWS else DATA_TABLES
+    assert run_folders(everything.opened, tables) & others  # without the filter, other models' files are read
+    assert not run_folders(result.opened, tables) & others
 
 
 @pytest.mark.parametrize("run_id", [wf.RUN_A1, "odd-1", "long-1"])
@@ -271,23 +279,38 @@ def test_the_model_of_a_folder_name(con, key, model):
     assert model_of(con, key) == model
 
 
-def test_a_run_under_another_models_folder_is_reported_and_left_out(warehouse, tmp_path):
-    """The views take the model from the folder name, so a run moved by hand under another
-    model's folder is damaged (like a manifest naming another run), not shown in part."""
+MOVES = {  # a run moved by hand: from (model, run id) to a folder name
+    "another model": (wf.MODEL_B, wf.RUN_B1, "model=model-c"),
+    "the same model, spelled otherwise": (wf.MODEL_A, wf.RUN_A1, "model=org%2fmodel-a"),  # lower-case escape
+    "another shortened name": (LONG_MODEL, "long-1", "model=org%2Fxxx@" + "0" * 16),
+}
+
+
+@pytest.mark.parametrize("move", sorted(MOVES))
+def test_a_run_in_another_folder_than_its_models_is_reported_and_left_out(warehouse, tmp_path, move):
+    """The views take the model from the folder name, so a run moved by hand out of its
+    model's folder is damaged (as one whose manifest names another run), not shown in part."""
+    model, run_id, folder = MOVES[move]
     copy = Path(shutil.copytree(warehouse, tmp_path / "warehouse", symlinks=True))
-    moved = copy / "runs" / "model=model-c" / f"run={wf.RUN_B1}"
-    moved.parent.mkdir()
-    (copy / "runs" / "model=model-b" / f"run={wf.RUN_B1}").rename(moved)
+    (copy / "runs" / folder).mkdir()
+    (copy / layout.run_dir(copy, model, run_id).relative_to(copy)).rename(copy / "runs" / folder / f"run={run_id}")
     found = {run.run_id: run for run in health.damaged_runs(copy)}
-    assert found[wf.RUN_B1].reason == "manifest names model 'model-b', the folder model 'model-c'"
+    assert found[run_id].reason == f"manifest names model {model!r}, whose folder is model={layout.model_key(model)}"
     with pytest.warns(DamagedRunsWarning, match="manifest names model"):
         runs = lensdb.query("SELECT list(run_id) AS runs FROM v1.runs", warehouse=copy).to_pylist()[0]["runs"]
-    assert wf.RUN_B1 not in runs and wf.RUN_A1 in runs
+    assert run_id not in runs and wf.RUN_A2 in runs
     # Without lensdb's list of damaged runs (an outside client of an older catalog), every
-    # view leaves it out as well, rather than showing its rows under one model or the other.
+    # view leaves it out as well, rather than showing its rows in part or under another model.
     bare = Reader(copy, damaged=[])
     try:
         for view in ("v1.runs", "v1.records", "v1.prompts", "v1.diagnostics"):
-            assert bare.read(f"SELECT DISTINCT run_id FROM {view} WHERE run_id = {literal(wf.RUN_B1)}").rows == [], view
+            assert bare.read(f"SELECT DISTINCT run_id FROM {view} WHERE run_id = {literal(run_id)}").rows == [], view
     finally:
         bare.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=MODEL_IDS)
+def test_duckdb_url_encode_is_quote(con, model):
+    """committed_spelled compares url_encode(model) with the folder's key (layout.model_key)."""
+    assert con.execute("SELECT url_encode(?)", [model]).fetchone()[0] == quote(model, safe="-_.")

@@ -165,11 +165,13 @@ def _manifest_damage(folder: layout.RunFolder) -> str | None:
         return f"manifest has {len(rows)} rows, expected 1"
     if rows[0]["run_id"] != folder.run_id:
         return f"manifest names run {rows[0]['run_id']!r}, the folder run {folder.run_id!r}"
-    # The views take the model from the folder name (v1_base.model_of), so it must be the
-    # folder lensdb names for the manifest's model.
+    # The views take the model from the folder name (v1_base.model_of), so the folder must
+    # be the one lensdb names for the manifest's model.
     model = rows[0]["model"]
-    if not isinstance(model, str) or layout.model_key(model) != folder.model_key:
-        return f"manifest names model {model!r}, the folder model {folder.model!r}"
+    if not isinstance(model, str):
+        return f"manifest names no model ({model!r})"
+    if layout.model_key(model) != folder.model_key:
+        return f"manifest names model {model!r}, whose folder is {layout.MODEL_PREFIX}{layout.model_key(model)}"
     if rows[0]["status"] != COMMITTED:
         return f"manifest status is {rows[0]['status']!r}, not {COMMITTED!r}"
     return None

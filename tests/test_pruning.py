@@ -15,8 +15,8 @@ import re
 import shutil
 import warnings
 from dataclasses import dataclass
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import pytest
@@ -208,7 +208,7 @@ def test_a_filter_on_model_reads_only_that_models_files(reader, warehouse, model
     assert own <= run_folders(result.opened, tables=DATA_TABLES) <= own | shortened(warehouse)
 
 
-@pytest.mark.parametrize("model", [ODD_MODEL, LONG_MODEL])
+@pytest.mark.parametrize("model", [wf.MODEL_A, ODD_MODEL, LONG_MODEL])  # MODEL_A: two runs, the raw lens
 @pytest.mark.parametrize("view", VIEWS)
 def test_a_filter_on_model_prunes_every_view(reader, warehouse, view, model):
     everything = reader.unfiltered(view)

@@ -1,9 +1,10 @@
 """Damaged runs: run folders in runs/ that the views cannot read whole.
 
-A committed run folder holds a manifest with one row (its run id, status 'committed') and
-Parquet files the views read (`<table>/*.parquet`). A folder is damaged when its manifest is
-missing, unreadable or names another run, or when one of its Parquet files is not a file
-or its footer cannot be read (a truncated, emptied or overwritten file, no permission).
+A committed run folder holds a manifest with one row (its run id, model, status 'committed')
+and Parquet files the views read (`<table>/*.parquet`). A folder is damaged when its manifest
+is missing, unreadable or names another run or model (the views read the model from the
+folder name), or when one of its Parquet files is not a file or its footer cannot be read (a
+truncated, emptied or overwritten file, no permission).
 lensdb leaves damaged runs out of every view and reports them (`v1.damaged_runs`, one
 warning line per query), so that one damaged run never hides the others.
 
@@ -162,13 +163,20 @@ def _manifest_damage(folder: layout.RunFolder) -> str | None:
             reason = schema_damage(MANIFEST_TABLE, parquet.schema_arrow)
             if reason is not None:
                 return f"manifest {reason}"
-            rows += parquet.read(columns=["run_id", "status"]).to_pylist()
+            rows += parquet.read(columns=["run_id", "status", "model"]).to_pylist()
         except Exception as exc:  # noqa: BLE001 - magic bytes that read but a file that does not
             return f"manifest unreadable: {one_line(exc)}"
     if len(rows) != 1:
         return f"manifest has {len(rows)} rows, expected 1"
     if rows[0]["run_id"] != folder.run_id:
         return f"manifest names run {rows[0]['run_id']!r}, the folder run {folder.run_id!r}"
+    # The views take the model from the folder name (v1_base.model_of), so the folder must
+    # be the one lensdb names for the manifest's model.
+    model = rows[0]["model"]
+    if not isinstance(model, str):
+        return f"manifest names no model ({model!r})"
+    if layout.model_key(model) != folder.model_key:
+        return f"manifest names model {model!r}, whose folder is {layout.MODEL_PREFIX}{layout.model_key(model)}"
     if rows[0]["status"] != COMMITTED:
         return f"manifest status is {rows[0]['status']!r}, not {COMMITTED!r}"
     return None

@@ -152,8 +152,8 @@ FROM v1_base.residuals;
 CREATE OR REPLACE VIEW v1.final_predictions AS
 SELECT f.run_id, f.model, f.prompt_id, f.prompt_variant, p.role, p.prompt_index, p.text, f.temperature,
        f.entropy_bits, f.topk_ids, f.topk_tokens, f.topk_probs
-FROM v1_base.finals f
-JOIN v1_base.prompts p USING (run_id, prompt_id, prompt_variant);
+FROM v1_base.finals f  -- model in the join (a run has one), so that a filter on it reaches both scans
+JOIN v1_base.prompts p USING (run_id, model, prompt_id, prompt_variant);
 
 -- columns:
 --   run_id    the run (extract runs; imported runs have no token ids)

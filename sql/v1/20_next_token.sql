@@ -73,8 +73,8 @@ CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
 --   control_of          the prompt id a control is paired with
 CREATE OR REPLACE MACRO v1.pure_next_token_with(threshold := 0.95, margin := 0.10, k := 1) AS TABLE
 WITH history AS (  -- only for k <> 1, and narrow: a window sorts all of its input
-    SELECT run_id, prompt_id, prompt_variant, lens, layer,
-           list(topk_ids[1]) OVER (PARTITION BY run_id, prompt_id, prompt_variant, lens
+    SELECT run_id, model, prompt_id, prompt_variant, lens, layer,
+           list(topk_ids[1]) OVER (PARTITION BY run_id, model, prompt_id, prompt_variant, lens
                                    ORDER BY layer ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS top1_history
     FROM v1_base.records
     WHERE is_last_pos AND k <> 1
@@ -85,8 +85,9 @@ WITH history AS (  -- only for k <> 1, and narrow: a window sorts all of its inp
            r.legacy_copy_collapse, p.context_ids, p.gold, p.gold_alignment, p.control_of,
            CASE WHEN k = 1 THEN [r.topk_ids[1]] ELSE h.top1_history END AS top1_history  -- k = 1: no window
     FROM v1_base.records r
-    JOIN v1_base.prompts p USING (run_id, prompt_id, prompt_variant)
-    LEFT JOIN history h USING (run_id, prompt_id, prompt_variant, lens, layer)
+    -- model in every join (a run has one), so that a filter on it reaches every scan
+    JOIN v1_base.prompts p USING (run_id, model, prompt_id, prompt_variant)
+    LEFT JOIN history h USING (run_id, model, prompt_id, prompt_variant, lens, layer)
     WHERE r.is_last_pos
 )
 SELECT run_id, model, prompt_id, prompt_variant, role, lens, layer, pos, entropy_bits,

@@ -36,13 +36,21 @@ GROUP BY run_id, model, lens, prompt_id, prompt_variant, control_of;
 --   delta_L_copy      L_copy_nf - L_copy_orig (NULL when either is NULL)
 --   delta_L_sem       L_sem_nf - L_sem_orig (NULL when either is NULL)
 CREATE OR REPLACE VIEW v1.ablation_summary AS
-WITH d AS MATERIALIZED (SELECT run_id, model, lens, prompt_id, prompt_variant, L_copy, L_semantic FROM v1.diagnostics)
-SELECT o.run_id, o.model, o.lens, o.prompt_id, a.prompt_variant AS ablation_variant,
-       o.L_copy AS L_copy_orig, o.L_semantic AS L_sem_orig,
-       a.L_copy AS L_copy_nf, a.L_semantic AS L_sem_nf,
-       a.L_copy - o.L_copy AS delta_L_copy,
-       a.L_semantic - o.L_semantic AS delta_L_sem
-FROM d o
-JOIN d a
-  ON a.run_id = o.run_id AND a.lens = o.lens AND a.prompt_id = o.prompt_id
- AND o.prompt_variant = 'orig' AND a.prompt_variant <> 'orig';
+-- Each variant beside the orig row of its run, lens and prompt id (at most one: diagnostics
+-- has one row per variant), through a window rather than a self-join: v1.diagnostics is
+-- computed once, and a filter on model (a partition column) still prunes its files.
+WITH d AS (
+    SELECT run_id, model, lens, prompt_id, prompt_variant, L_copy, L_semantic,
+           count(*) FILTER (WHERE prompt_variant = 'orig') OVER pair AS orig_rows,
+           max(L_copy) FILTER (WHERE prompt_variant = 'orig') OVER pair AS L_copy_orig,
+           max(L_semantic) FILTER (WHERE prompt_variant = 'orig') OVER pair AS L_sem_orig
+    FROM v1.diagnostics
+    WINDOW pair AS (PARTITION BY run_id, model, lens, prompt_id)
+)
+SELECT run_id, model, lens, prompt_id, prompt_variant AS ablation_variant,
+       L_copy_orig, L_sem_orig,
+       L_copy AS L_copy_nf, L_semantic AS L_sem_nf,
+       L_copy - L_copy_orig AS delta_L_copy,
+       L_semantic - L_sem_orig AS delta_L_sem
+FROM d
+WHERE orig_rows > 0 AND prompt_variant <> 'orig';

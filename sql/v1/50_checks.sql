@@ -30,21 +30,31 @@
 --   is_answer_raw        is_answer of the raw lens
 CREATE OR REPLACE VIEW v1.raw_lens_check AS
 WITH last_position AS (
-    SELECT r.*, p.gold FROM v1_base.records r
-    JOIN v1_base.prompts p USING (run_id, prompt_id, prompt_variant)
+    -- model in the join (a run has one), so that a filter on it reaches both scans
+    SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, r.layer, r.lens, r.kl_vs_norm_bits,
+           r.topk_ids[1] AS top1_id, r.topk_probs[1]::DOUBLE AS p_top1, r.p_answer::DOUBLE AS p_answer,
+           r.answer_rank, v1.is_answer(r.answer_rank, r.topk_tokens[1], p.gold) AS is_answer
+    FROM v1_base.records r
+    JOIN v1_base.prompts p USING (run_id, model, prompt_id, prompt_variant)
     WHERE r.is_last_pos AND r.lens IN ('norm', 'raw')
 ), pairs AS (
-    SELECT n.run_id, n.model, n.prompt_id, n.prompt_variant, n.layer,
-           r.kl_vs_norm_bits AS kl_norm_vs_raw_bits,
-           n.topk_ids[1] = r.topk_ids[1] AS top1_agree,
-           n.topk_probs[1]::DOUBLE AS p_top1_norm, r.topk_probs[1]::DOUBLE AS p_top1_raw,
-           n.p_answer::DOUBLE AS p_answer_norm, r.p_answer::DOUBLE AS p_answer_raw,
-           n.answer_rank AS answer_rank_norm, r.answer_rank AS answer_rank_raw,
-           v1.is_answer(n.answer_rank, n.topk_tokens[1], n.gold) AS is_answer_norm,
-           v1.is_answer(r.answer_rank, r.topk_tokens[1], r.gold) AS is_answer_raw
-    FROM last_position n
-    JOIN last_position r USING (run_id, prompt_id, prompt_variant, layer)
-    WHERE n.lens = 'norm' AND r.lens = 'raw'
+    -- A layer's norm and raw rows side by side (one of each: a prompt has one last position),
+    -- grouped in one pass over the records rather than joined (a self-join would read them
+    -- twice, or through a materialized CTE that no filter on model or run_id reaches).
+    SELECT run_id, model, prompt_id, prompt_variant, layer,
+           any_value(kl_vs_norm_bits) FILTER (WHERE lens = 'raw') AS kl_norm_vs_raw_bits,
+           any_value(top1_id) FILTER (WHERE lens = 'norm') = any_value(top1_id) FILTER (WHERE lens = 'raw') AS top1_agree,
+           any_value(p_top1) FILTER (WHERE lens = 'norm') AS p_top1_norm,
+           any_value(p_top1) FILTER (WHERE lens = 'raw') AS p_top1_raw,
+           any_value(p_answer) FILTER (WHERE lens = 'norm') AS p_answer_norm,
+           any_value(p_answer) FILTER (WHERE lens = 'raw') AS p_answer_raw,
+           any_value(answer_rank) FILTER (WHERE lens = 'norm') AS answer_rank_norm,
+           any_value(answer_rank) FILTER (WHERE lens = 'raw') AS answer_rank_raw,
+           any_value(is_answer) FILTER (WHERE lens = 'norm') AS is_answer_norm,
+           any_value(is_answer) FILTER (WHERE lens = 'raw') AS is_answer_raw
+    FROM last_position
+    GROUP BY run_id, model, prompt_id, prompt_variant, layer
+    HAVING count(*) FILTER (WHERE lens = 'norm') > 0 AND count(*) FILTER (WHERE lens = 'raw') > 0
     UNION ALL BY NAME
     SELECT run_id, model, prompt_id, prompt_variant, layer, kl_norm_vs_raw_bits, top1_agree,
            p_top1_norm, p_top1_raw, p_answer_norm, p_answer_raw, answer_rank_norm, answer_rank_raw,
@@ -56,7 +66,7 @@ SELECT p.run_id, p.model, p.prompt_id, p.prompt_variant, p.layer,
        p.kl_norm_vs_raw_bits, p.top1_agree, p.p_top1_norm, p.p_top1_raw, p.p_answer_norm, p.p_answer_raw,
        p.answer_rank_norm, p.answer_rank_raw, p.is_answer_norm, p.is_answer_raw
 FROM pairs p
-JOIN v1_base.manifest m USING (run_id);
+JOIN v1_base.manifest m USING (run_id, model);
 
 -- columns:
 --   run_id                          the run
@@ -109,10 +119,12 @@ SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, r.lens,
        c.temp_est, c.kl_after_temp_bits, c.cfg_scale, c.cfg_softcap,
        c.kl_after_scale_bits, c.kl_after_softcap_bits, c.kl_after_scale_then_softcap_bits,
        r.kl_to_final_bits > 0.5 AS warn_high_last_layer_kl
-FROM v1_base.records r
-JOIN v1_base.manifest m ON m.run_id = r.run_id AND r.layer = m.n_layers
+FROM v1_base.records r  -- model in every join (a run has one): a filter on it reaches every scan
+JOIN v1_base.manifest m ON m.run_id = r.run_id AND m.model = r.model AND r.layer = m.n_layers
 JOIN v1_base.finals f
-  ON f.run_id = r.run_id AND f.prompt_id = r.prompt_id AND f.prompt_variant = r.prompt_variant AND f.temperature = 1.0
+  ON f.run_id = r.run_id AND f.model = r.model AND f.prompt_id = r.prompt_id AND f.prompt_variant = r.prompt_variant
+ AND f.temperature = 1.0
 LEFT JOIN v1_base.consistency c
-  ON c.run_id = r.run_id AND c.prompt_id = r.prompt_id AND c.prompt_variant = r.prompt_variant AND c.lens = r.lens
+  ON c.run_id = r.run_id AND c.model = r.model AND c.prompt_id = r.prompt_id AND c.prompt_variant = r.prompt_variant
+ AND c.lens = r.lens
 WHERE r.is_last_pos;

@@ -2,8 +2,8 @@
 -- version: 1
 -- what:    run folders in runs/ that lensdb leaves out of every view, one row each: the
 --          model, run id, folder (relative to the warehouse) and why, in one line (manifest
---          missing or unreadable or naming another run, a Parquet file whose footer or data
---          cannot be read). lensdb.connect and lensdb query fill it when they open the
+--          missing or unreadable or naming another run or model, a Parquet file whose footer
+--          or data cannot be read). lensdb.connect and lensdb query fill it when they open the
 --          warehouse (and add runs whose files fail during a query); other DuckDB clients see
 --          the runs lensdb found damaged when it last wrote the catalog.
 -- inputs:  getvariable('lensdb_damaged_runs'), set by lensdb (lensdb/warehouse/health.py)

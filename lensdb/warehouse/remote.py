@@ -399,7 +399,7 @@ def _manifest_check(data, folder: layout.RunFolder) -> tuple[str | None, dict[st
         reason = schema_damage("manifest", parquet.schema_arrow)
         if reason is not None:
             return f"manifest {reason}", None
-        rows = parquet.read(columns=["run_id", "status"]).to_pylist()
+        rows = parquet.read(columns=["run_id", "status", "model"]).to_pylist()
         metadata = parquet.schema_arrow.metadata or {}
         listed = json.loads(metadata[FILES_KEY]) if FILES_KEY in metadata else None
     except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
@@ -408,6 +408,11 @@ def _manifest_check(data, folder: layout.RunFolder) -> tuple[str | None, dict[st
         return f"manifest has {len(rows)} rows, expected 1", None
     if rows[0]["run_id"] != folder.run_id:
         return f"manifest names run {rows[0]['run_id']!r}, the folder run {folder.run_id!r}", None
+    model = rows[0]["model"]  # the views read the model from the folder name (health._manifest_damage)
+    if not isinstance(model, str):
+        return f"manifest names no model ({model!r})", None
+    if layout.model_key(model) != folder.model_key:
+        return f"manifest names model {model!r}, whose folder is {layout.MODEL_PREFIX}{layout.model_key(model)}", None
     if rows[0]["status"] != COMMITTED:
         return f"manifest status is {rows[0]['status']!r}, not {COMMITTED!r}", None
     return None, listed

@@ -47,7 +47,7 @@ QUERIES = {
 }
 # A new process runs the query with s3fs's requests counted (every S3 call goes through _call_s3).
 COLD_QUERY = """
-import json, re, sys, time
+import json, os, re, sys, time
 import s3fs
 import lensdb
 calls = []
@@ -68,6 +68,8 @@ for method, key in calls:
     found = re.search(r"runs/(model=[^/]+/run=[^/]+)/(\\w+)/", key)
     if kind == "get" and found and found.group(2) != "manifest":
         runs.add(found.group(1))
+if os.environ.get("BENCH_DEBUG"):
+    print(calls, file=sys.stderr)
 print(json.dumps({"cold_process_seconds": seconds, "requests": len(calls), **kinds, "runs_read": len(runs)}))
 """
 
@@ -147,6 +149,8 @@ def run(repeat: int) -> dict:
                 # Cold: a new process (no file or listing cache; the catalog cache on disk).
                 cold = subprocess.run([sys.executable, "-c", COLD_QUERY, url, sql], check=True, capture_output=True, text=True,
                                       env=os.environ | {"PYTHONPATH": str(BENCH_DIR.parent)})
+                if os.environ.get("BENCH_DEBUG"):
+                    print(name, cold.stderr, file=sys.stderr)
                 results[name] = {"rows": remote_table.num_rows, "remote_seconds": remote_seconds, "local_seconds": local_seconds,
                                  **json.loads(cold.stdout.strip().splitlines()[-1])}
         finally:

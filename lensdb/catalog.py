@@ -414,6 +414,8 @@ def open_session(
 
 
 def existing_warehouse(warehouse) -> Path:
+    if isinstance(warehouse, remote.RemoteWarehouse):
+        return warehouse  # resolved, and so checked, by the caller
     path = layout.resolve_warehouse(warehouse)
     if layout.is_remote(path):
         with remote.errors(path, "read"):

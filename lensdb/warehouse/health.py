@@ -98,15 +98,23 @@ def run_data_damage(folder: Path) -> str | None:
         except OSError as exc:
             return f"{table}/ unreadable: {one_line(exc)}"
         for path in paths:
-            try:
-                parquet = pq.ParquetFile(path)
-                reason = schema_damage(table, parquet.schema_arrow)
-                if reason is not None:
-                    return f"{table}/{path.name} {reason}"
-                for _batch in parquet.iter_batches(batch_size=65_536):
-                    pass
-            except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
-                return f"{table}/{path.name} unreadable: {one_line(exc)}"
+            reason = parquet_damage(table, path)
+            if reason is not None:
+                return f"{table}/{path.name} {reason}"
+    return None
+
+
+def parquet_damage(table: str, source) -> str | None:
+    """Why one Parquet file (a path or an open file) of `table` cannot be read to the end, or None."""
+    try:
+        parquet = pq.ParquetFile(source)
+        reason = schema_damage(table, parquet.schema_arrow)
+        if reason is not None:
+            return reason
+        for _batch in parquet.iter_batches(batch_size=65_536):
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
+        return f"unreadable: {one_line(exc)}"
     return None
 
 

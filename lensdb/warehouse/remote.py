@@ -446,7 +446,7 @@ def _required_tables(files: dict[str, Entry]) -> str | None:
 
 def run_data_damage(warehouse: RemoteWarehouse, folder: PurePosixPath) -> str | None:
     """Why a run's Parquet files cannot be read to the end, or None (health.run_data_damage, remotely)."""
-    from lensdb.warehouse.health import one_line, schema_damage
+    from lensdb.warehouse.health import one_line, parquet_damage
     from lensdb.warehouse.schema import TABLES
 
     prefix = warehouse.relative(str(folder))
@@ -456,14 +456,11 @@ def run_data_damage(warehouse: RemoteWarehouse, folder: PurePosixPath) -> str | 
             continue
         try:
             with warehouse.fs.open(warehouse.path(prefix, rel), "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                reason = schema_damage(table, parquet.schema_arrow)
-                if reason is not None:
-                    return f"{rel} {reason}"
-                for _batch in parquet.iter_batches(batch_size=65_536):
-                    pass
-        except Exception as exc:  # noqa: BLE001 - any failure to decode is damage
-            return f"{rel} unreadable: {one_line(exc)}"
+                reason = parquet_damage(table, handle)
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be opened is damage too
+            reason = f"unreadable: {one_line(exc)}"
+        if reason is not None:
+            return f"{rel} {reason}"
     return None
 
 

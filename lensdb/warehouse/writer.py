@@ -200,15 +200,20 @@ class RunWriter:
             self.committed = False
         self.abort()
 
-    def abort(self) -> None:
+    def _drop_writers(self) -> list[tuple[str, str]]:
+        """Close every open file without flushing what is pending (its files are deleted next)."""
         for writer in self._writers.values():
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - the folder is deleted anyway
+            except Exception:  # noqa: BLE001 - the file is deleted anyway
                 pass
         keys = list(self._writers) + list(self._pending)
         self._writers.clear()
         self._pending.clear()
+        return keys
+
+    def abort(self) -> None:
+        keys = self._drop_writers()
         if self.owns_staging:
             shutil.rmtree(self.staging, ignore_errors=True)
             return
@@ -332,13 +337,7 @@ class RemoteRunWriter(RunWriter):
         self.abort()
 
     def abort(self) -> None:
-        for writer in self._writers.values():
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - the files are deleted anyway
-                pass
-        self._writers.clear()
-        self._pending.clear()
+        self._drop_writers()
         try:
             own = self._own_files(all_ranks=self.owns_staging)
             self.warehouse.remove([f"{self.prefix}/{name}" for name in own])

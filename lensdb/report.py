@@ -20,7 +20,7 @@ from pathlib import Path
 from lensdb import __version__
 from lensdb.errors import LensdbError
 from lensdb.output import write_whole
-from lensdb.plot import data
+from lensdb.plot import as_tuple, data
 from lensdb.plot.data import RunInfo, Warehouse
 from lensdb.plot.metrics import DEFAULT_LENS
 
@@ -95,7 +95,7 @@ def report(out, *, runs=(), models=(), lens: str = DEFAULT_LENS, warehouse=None)
 
 def build(*, runs=(), models=(), lens: str = DEFAULT_LENS, warehouse=None) -> str:
     """The report page as a string."""
-    runs, models = _tuple(runs), _tuple(models)
+    runs, models = as_tuple(runs), as_tuple(models)
     with Warehouse(warehouse) as db:
         chosen = db.select_runs(runs, models)
         ids = itertools.count(1)
@@ -329,9 +329,3 @@ def _e(value: str) -> str:
     return html.escape(value, quote=True)
 
 
-def _tuple(value) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)

@@ -59,7 +59,7 @@ def curves(runs=(), *, models=(), prompts=(), metric: str = "kl_to_final_bits", 
     prompts (all of the variant unless `prompts` names some) give the median and a 10-90 % band.
     depth="relative" puts layer / n_layers on the x axis so models of different depth compare."""
     _check_backend(backend)
-    runs, models, prompts = _tuple(runs), _tuple(models), _tuple(prompts)
+    runs, models, prompts = as_tuple(runs), as_tuple(models), as_tuple(prompts)
     from lensdb.plot import data
 
     with data.Warehouse(warehouse) as db:
@@ -123,7 +123,8 @@ def _module(backend: str):
     return static
 
 
-def _tuple(value) -> tuple:
+def as_tuple(value) -> tuple:
+    """None -> (), one string -> (it,), any other iterable -> a tuple of it (the --run/--model options)."""
     if value is None:
         return ()
     if isinstance(value, str):

@@ -33,7 +33,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -464,16 +464,6 @@ def run_data_damage(warehouse: RemoteWarehouse, folder: PurePosixPath) -> str | 
     return None
 
 
-def remove_leftovers(warehouse: RemoteWarehouse, older_than_seconds: float, *, dry_run: bool = False) -> list[Leftover]:
-    """Delete what crashed or losing writers left, when its newest file is older than the limit
-    (younger leftovers may belong to a writer still at work on another machine)."""
-    found = [left for left in survey(warehouse).leftovers if left.age_seconds is None or left.age_seconds >= older_than_seconds]
-    if not dry_run:
-        for left in found:
-            warehouse.remove(left.files)
-    return found
-
-
 # ---------------------------------------------------------------- schema files
 
 
@@ -502,16 +492,10 @@ def ensure_schema_anchors(warehouse: RemoteWarehouse, *, writer: bool) -> None:
 def _anchor_bytes(table: str) -> bytes:
     from lensdb.warehouse import anchors
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(anchors.anchor_table(table), sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+    return parquet_bytes(anchors.anchor_table(table), compression="zstd")
 
 
 def parquet_bytes(table: pa.Table, **options) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **options)
     return sink.getvalue().to_pybytes()
-
-
-def utc(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)

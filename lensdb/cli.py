@@ -123,7 +123,7 @@ def _lens_specs(ctx, param, value: str):
 
 @main.command()
 @click.argument("model")
-@click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file.")
+@click.option("--prompts", "prompts", help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file [default: seed; stories for demo].")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
 @click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_lens_specs, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm), tuned:DIR or tuned:NAME (a tuned lens: a folder in the tuned-lens format, or one stored with `lensdb train-lens --name`); ALIAS=tuned:... names the records.")
 @click.option("--reference-lens", help="The lens every other lens is compared with (kl_vs_norm_bits) [default: norm, when in the run].")
@@ -145,9 +145,10 @@ def _lens_specs(ctx, param, value: str):
 def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
-    MODEL is a Hugging Face hub id or a local model directory. Every prompt x lens x
-    layer x position record (top-k tokens, entropy, gold-token probability and rank,
-    KL to the final distribution, ...) is written as Parquet; the run becomes visible
+    MODEL is a Hugging Face hub id, a local model directory, or `demo`: the small
+    stories260K model shipped with lensdb (runs offline, over the stories prompts).
+    Every prompt x lens x layer x position record (top-k tokens, entropy, gold-token
+    probability and rank, KL to the final distribution, ...) is written as Parquet; the run becomes visible
     only once it is completely written. The summary goes to stdout (--json: as JSON;
     --quiet: the run id alone); progress and logs go to stderr. Under torchrun
     (`torchrun --nproc-per-node N -m lensdb extract ...`) the ranks share the prompts
@@ -155,9 +156,9 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
 
     \b
     Example:
-      lensdb extract ../shared/fixtures/models/stories260K --prompts stories
+      lensdb extract demo
       lensdb extract meta-llama/Meta-Llama-3-8B --prompts capitals --lens norm,raw
-      RUN=$(lensdb extract ../shared/fixtures/models/stories260K --quiet)
+      RUN=$(lensdb extract demo --quiet)
       lensdb extract meta-llama/Meta-Llama-3-70B --device-map auto --max-memory 0=75GiB,1=75GiB
       lensdb extract meta-llama/Meta-Llama-3-70B --device cpu --max-memory cpu=64GiB --offload-folder /scratch/offload
     """
@@ -651,7 +652,7 @@ def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, se
 
     \b
     Example:
-      lensdb train-lens ../shared/fixtures/models/stories260K --text stories.jsonl --name stories
+      lensdb train-lens demo --text stories.jsonl --name stories
     """
     from lensdb.tuned.train import TrainSettings, train_lens as run_train
 

@@ -94,6 +94,13 @@ def load_prompt_set(spec: str | Path | None = None) -> PromptSet:
     return prompt_set
 
 
+def default_prompt_set(model: str) -> str:
+    """The set `extract` runs when none is named: the seed set, or `stories` for the demo model."""
+    from lensdb.resources import DEMO_MODEL, DEMO_PROMPTS
+
+    return DEMO_PROMPTS if model == DEMO_MODEL and not Path(model).exists() else DEFAULT_PROMPT_SET
+
+
 def available_prompt_sets() -> list[str]:
     return sorted(p.stem for p in prompts_dir().glob("*.yaml"))
 

@@ -1,4 +1,4 @@
-"""Where the shipped SQL views, named queries and prompt sets are.
+"""Where the shipped SQL views, named queries, prompt sets and the demo model are.
 
 In a wheel they are inside the package (`lensdb/_data/`); in a source checkout
 (editable install) they are the repository's own `sql/` and `prompts/` folders.
@@ -28,3 +28,12 @@ def prompts_dir() -> Path:
 
 def named_queries_dir() -> Path:
     return _PACKAGE / "queries"
+
+
+DEMO_MODEL = "demo"  # `lensdb extract demo`: the model shipped in the package
+DEMO_PROMPTS = "stories"  # its default prompt set (the seed set asks for capitals)
+
+
+def demo_model_dir() -> Path:
+    """stories260K (llama2.c, MIT; LICENSE and ORIGIN.md beside it): runs offline."""
+    return _PACKAGE / "models" / "stories260K"

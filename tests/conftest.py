@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models with tokenizers built here, and the shared real model files."""
+"""Shared fixtures: tiny random models with tokenizers built here, the shipped demo model, and the shared real files."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from lensdb.resources import demo_model_dir
 from tests.object_store import s3_env, s3_server  # noqa: F401 - fixtures for every test module
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-STORIES = SHARED / "fixtures" / "models" / "stories260K"
+SHARED_STORIES = SHARED / "fixtures" / "models" / "stories260K"
+STORIES = demo_model_dir()  # the shipped copy of the shared fixture (tests/test_demo.py compares them)
 GPT2_TOKENIZER = SHARED / "fixtures" / "models" / "gpt2-tokenizer"
 LEGACY_RUN = SHARED / "fixtures" / "legacy-run-2025-08-30"
 
@@ -177,8 +179,6 @@ def tiny_gemma2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def stories_model() -> Path:
-    if not (STORIES / "config.json").is_file():
-        pytest.skip("../shared/fixtures/models/stories260K is not available")
     return STORIES
 
 

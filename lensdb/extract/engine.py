@@ -43,7 +43,7 @@ from lensdb.extract.pipeline import (
 from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
 from lensdb.lenses import DEFAULT_LENSES, parse_lens_specs, reference_lens
-from lensdb.prompts import load_prompt_set
+from lensdb.prompts import default_prompt_set, load_prompt_set
 from lensdb.run_settings import LensIdentity, RecordSettings
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
@@ -121,7 +121,7 @@ def extract(
         raise LensdbError("--batch-size must be at least 1")
     if unembed not in ("auto", "float32", "split"):
         raise LensdbError(f"--unembed {unembed}: choose auto, float32 or split")
-    prompt_set = load_prompt_set(prompts)
+    prompt_set = load_prompt_set(default_prompt_set(model) if prompts is None else prompts)
     warehouse_path = layout.resolve_warehouse(warehouse)
     requested_run_id = layout.check_run_id(run_id) if run_id else None
     source = resolve_source(model, revision, model_name)

@@ -22,6 +22,7 @@ import torch
 from lensdb.errors import ModelError
 from lensdb.extract.device import Placement
 from lensdb.extract.lens import FINAL_NORM, POST_NORM, PRE_NORM, Norm, NormRef
+from lensdb.resources import DEMO_MODEL, demo_model_dir
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -66,8 +67,11 @@ class LoadedModel:
 
 
 def resolve_source(model: str, revision: str | None = None, name: str | None = None) -> ModelSource:
-    """A local directory (must hold config.json) or a hub id; nothing is downloaded yet."""
+    """A local directory (must hold config.json), `demo` (the shipped model) or a hub id;
+    nothing is downloaded yet."""
     path = Path(model).expanduser()
+    if model == DEMO_MODEL and not path.exists():
+        path = demo_model_dir()
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"{model} is a file, not a model directory")

@@ -746,6 +746,9 @@ def _sweep_options(arguments):
         keep_residuals=params["keep_residuals"],
         seed=params["seed"],
         quiet=params["quiet"],
+        device_map=params["device_map"],
+        max_memory=params["max_memory"],
+        offload_folder=params["offload_folder"],
     )
 
 

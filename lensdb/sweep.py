@@ -61,6 +61,9 @@ class ExtractOptions:
     keep_residuals: bool = False
     seed: int = 316
     quiet: bool = False
+    device_map: str | None = None
+    max_memory: str | None = None
+    offload_folder: str | None = None
 
     def args(self) -> list[str]:
         """The options as `lensdb extract` arguments."""
@@ -74,6 +77,9 @@ class ExtractOptions:
             args += ["--batch-size", str(self.batch_size)]
         if self.keep_residuals:
             args.append("--keep-residuals")
+        for flag, value in (("--device-map", self.device_map), ("--max-memory", self.max_memory), ("--offload-folder", self.offload_folder)):
+            if value:
+                args += [flag, value]
         if self.quiet:
             args.append("--quiet")
         return args

@@ -79,6 +79,28 @@ def test_extract_options_round_trip_through_extracts_parser():
     assert result.exit_code == 2 and "extract option: No such option '--no-such-option'" in result.stderr
 
 
+# Options the sweep sets itself or refuses; every other extract option must reach each model.
+SWEEP_OWN = {"model", "prompts", "warehouse", "run_id", "model_name", "as_json"}
+
+
+def test_every_extract_option_reaches_the_models_extract(tmp_path):
+    """Given to the sweep, each extract option comes out of ExtractOptions.args() as given
+    (--device-map, --max-memory and --offload-folder were once parsed and dropped)."""
+    from lensdb.cli import _sweep_options, extract
+
+    given = ["--lens", "norm,raw", "--reference-lens", "raw", "--unembed", "float32", "--top-k", "7",
+             "--device", "cpu", "--device-map", "balanced", "--max-memory", "cpu=2GiB", "--offload-folder", str(tmp_path),
+             "--dtype", "float16", "--revision", "v1", "--batch-size", "3", "--keep-residuals", "--seed", "5", "--quiet"]
+    with extract.make_context("lensdb extract", ["MODEL", *given]) as context:
+        expected = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
+    defaults = {p.name: p.default for p in extract.params}
+    assert sorted(expected) == sorted(p.name for p in extract.params if p.name not in SWEEP_OWN)
+    assert all(expected[name] != defaults[name] for name in expected), "give every option a non-default value"
+    with extract.make_context("lensdb extract", ["MODEL", *_sweep_options(given).args()]) as context:
+        passed = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
+    assert passed == expected
+
+
 def test_settings_hash_is_the_sha256_of_the_canonical_settings(tmp_path):
     settings = ExtractOptions(lenses="norm,x=raw", top_k=5).record_settings(tmp_path)
     canonical = (

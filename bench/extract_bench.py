@@ -73,7 +73,8 @@ Models (`--shape`, random weights, fixed seed, built once into bench/out/models/
            which no real 128k tokenizer does, and would be counted in lensdb's load time.)
 `--scale-down` builds the same shape with 2 layers and d_model 256 (vocabulary unchanged), to
 check the code paths on a small machine; its numbers say nothing about the real shape.
-`--model DIR` uses any local model directory.
+`--model DIR` uses any local model directory. LENSDB_BENCH_OUT moves bench/out/ (the built
+models and the work folders) elsewhere.
 
 Tokens/s is the prompts' positions (tokens, BOS included) over lensdb's extract seconds.
 
@@ -106,7 +107,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing lensdb
 
-OUT_DIR = BENCH_DIR / "out"
+OUT_DIR = Path(os.environ.get("LENSDB_BENCH_OUT") or BENCH_DIR / "out")  # models and work folders (bench/gpu_check.sh: a temp dir)
 MODELS_DIR = OUT_DIR / "models"
 SHAPES = {"gpt2": "gpt2-small-random", "llama8b": "llama8b-random"}
 LLAMA3_VOCAB = 128_256
@@ -1031,7 +1032,14 @@ def run_phase(phase: str, args, work: Path, label: str | None = None, **extra) -
         command += [f"--{key.replace('_', '-')}", str(value)]
     log(f"phase {label} ...")
     with OtherCpuUse() as other:
-        subprocess.run(command, check=True, stdout=sys.stderr)
+        if args.in_process:  # the same arguments, parsed and run here (a smoke test: no fresh interpreter)
+            import contextlib
+
+            with contextlib.redirect_stdout(sys.stderr):
+                phase_args = parse_args(command[2:])
+                result_path.write_text(json.dumps(PHASES[phase](phase_args)))
+        else:
+            subprocess.run(command, check=True, stdout=sys.stderr)
     result = json.loads(result_path.read_text())
     result["other_cpu_share"] = other.share
     log(f"phase {label}: {result['seconds']:.1f} s (other processes used {other.share:.0%} of the CPUs meanwhile)")
@@ -1352,6 +1360,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed-style-n", type=int, help="run seed-style on the first M prompts only and extrapolate to N")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (warehouse, CSVs) under bench/out/")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every phase in this interpreter, not a fresh one: a quick smoke test of the code paths "
+                        "(bench/gpu_check.sh --dry-run); memory and load figures are then not each phase's own")
     # Internal: one phase in this process (the orchestrator runs each so; handy for profiling).
     parser.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--prompts", help=argparse.SUPPRESS)

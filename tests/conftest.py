@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from lensdb.resources import demo_model_dir
 from tests.object_store import s3_env, s3_server  # noqa: F401 - fixtures for every test module
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+# ../shared beside the checkout; LENSDB_TEST_SHARED points elsewhere (bench/gpu_check.sh: the
+# copy that bench/gpu_wheels.sh puts in the carried .whl/ folder, since ../shared does not travel).
+SHARED = Path(os.environ.get("LENSDB_TEST_SHARED") or REPO.parent / "shared")
 SHARED_STORIES = SHARED / "fixtures" / "models" / "stories260K"
 STORIES = demo_model_dir()  # the shipped copy of the shared fixture (tests/test_demo.py compares them)
 GPT2_TOKENIZER = SHARED / "fixtures" / "models" / "gpt2-tokenizer"
@@ -190,6 +193,16 @@ def warehouse(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prompts(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("prompts") / "tiny.jsonl", TINY_PROMPTS)
+
+
+def pytest_runtest_setup(item):
+    """`cuda` tests skip without a CUDA device, `multi_gpu` tests with fewer than two."""
+    need = 2 if item.get_closest_marker("multi_gpu") else 1 if item.get_closest_marker("cuda") else 0
+    if need:
+        import torch
+
+        if torch.cuda.device_count() < need:
+            pytest.skip("no CUDA device" if need == 1 else f"needs at least {need} CUDA devices")
 
 
 def pytest_addoption(parser):

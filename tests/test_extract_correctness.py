@@ -32,10 +32,18 @@ def run_extract(model_dir, prompts, warehouse, **options):
     return extract(str(model_dir), prompts=str(prompts), warehouse=warehouse, batch_size=4, **options)
 
 
-# CUDA runs (float32) are checked against the same CPU reference where a GPU is present.
+# CUDA runs (float32) are checked against the same CPU reference where a GPU is present
+# (marked `cuda`: bench/gpu_check.sh runs them with `pytest -m cuda`).
 @pytest.fixture(
     scope="module",
-    params=["tiny_llama", "tiny_gpt2", "tiny_gemma2", "stories_model", "stories_model@cuda", "tiny_gpt2@cuda"],
+    params=[
+        "tiny_llama",
+        "tiny_gpt2",
+        "tiny_gemma2",
+        "stories_model",
+        pytest.param("stories_model@cuda", marks=pytest.mark.cuda),
+        pytest.param("tiny_gpt2@cuda", marks=pytest.mark.cuda),
+    ],
 )
 def extracted(request, tmp_path_factory, tiny_prompts):
     import torch

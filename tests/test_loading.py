@@ -124,6 +124,7 @@ def test_norms_and_unembedding_of_an_offloaded_model_are_materialised_on_the_len
 # --------------------------------------------------------------------------- several GPUs
 
 
+@pytest.mark.multi_gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs at least two CUDA devices")
 def test_a_model_split_over_two_gpus_equals_one_gpu(tiny_llama, tmp_path, tiny_prompts):
     warehouse = tmp_path / "warehouse"

@@ -1,5 +1,6 @@
 """The unembedding strategies: the split (half-precision parts, float32 accumulation) product
-equals a float32 unembedding on the same residuals, for every lens, up to a 128k vocabulary."""
+equals a float32 unembedding on the same residuals, for every lens, up to a 128k vocabulary;
+on the CPU and (marked `cuda`) on a GPU, where the split product runs on the tensor cores."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lensdb.extract.lenses import FinalNormLens, NormLens, RawLens, Unembedding
 from lensdb.lenses import LensSpec
 
 PROB_TOL = 1e-5
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 class _Model:
@@ -19,11 +21,12 @@ class _Model:
 
     architecture = "pre_norm"
 
-    def __init__(self, n_layers: int, d_model: int, generator: torch.Generator):
+    def __init__(self, n_layers: int, d_model: int, generator: torch.Generator, device: str = "cpu"):
         self.n_layers = n_layers
+        self.device = torch.device(device)
 
         def rms():
-            return lens.Norm("rms", 1e-5, 1 + 0.1 * torch.randn(d_model, generator=generator))
+            return lens.Norm("rms", 1e-5, (1 + 0.1 * torch.randn(d_model, generator=generator)).to(device))
 
         self.norms = {("ln1", i): rms() for i in range(n_layers)} | {("final", -1): rms()}
 
@@ -35,15 +38,16 @@ def _residuals(layers: int, rows: int, d_model: int, generator) -> torch.Tensor:
     return x
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("d_model, d_vocab", [(64, 512), (256, 128_256)])
-def test_split_unembedding_equals_float32(half, d_model, d_vocab):
+def test_split_unembedding_equals_float32(half, d_model, d_vocab, device):
     generator = torch.Generator().manual_seed(7)
     n_layers = 3
-    model = _Model(n_layers, d_model, generator)
-    weight = (torch.randn(d_vocab, d_model, generator=generator) * d_model**-0.5).to(half)  # the model's own half weight
-    bias = torch.randn(d_vocab, generator=generator) * 0.1
-    residuals = _residuals(n_layers + 1, 6, d_model, generator).to(half).float()
+    model = _Model(n_layers, d_model, generator, device)
+    weight = (torch.randn(d_vocab, d_model, generator=generator) * d_model**-0.5).to(device, half)  # the model's own half weight
+    bias = (torch.randn(d_vocab, generator=generator) * 0.1).to(device)
+    residuals = _residuals(n_layers + 1, 6, d_model, generator).to(device, half).float()
     layers = np.arange(n_layers + 1)
     full, split = Unembedding(weight, bias, "float32"), Unembedding(weight, bias, "split")
     assert split.description.startswith(str(half).removeprefix("torch.")) and full.description == "float32"
@@ -74,9 +78,11 @@ def test_split_needs_a_half_precision_weight():
         Unembedding(torch.randn(10, 4), None, "split")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_split_run_equals_float32_run(tiny_llama, tiny_prompts, tmp_path, dtype):
-    """End to end on a half-precision model: `--unembed split` gives the records of `--unembed float32`."""
+def test_split_run_equals_float32_run(tiny_llama, tiny_prompts, tmp_path, dtype, device):
+    """End to end on a half-precision model: `--unembed split` gives the records of `--unembed float32`
+    (on CUDA the split product is the tensor cores', the float32 one cuBLAS's float32 matmul)."""
     import pyarrow.dataset as ds
 
     from lensdb.extract.engine import extract
@@ -84,7 +90,7 @@ def test_split_run_equals_float32_run(tiny_llama, tiny_prompts, tmp_path, dtype)
     tables = {}
     for strategy in ("float32", "split"):
         summary = extract(
-            str(tiny_llama), prompts=str(tiny_prompts), warehouse=tmp_path / strategy, device="cpu", dtype=dtype, unembed=strategy
+            str(tiny_llama), prompts=str(tiny_prompts), warehouse=tmp_path / strategy, device=device, dtype=dtype, unembed=strategy
         )
         assert summary.unembed_precision.startswith("float32" if strategy == "float32" else dtype)
         table = ds.dataset(summary.path / "records").to_table().sort_by([(c, "ascending") for c in ("prompt_id", "prompt_variant", "lens", "layer", "pos")])

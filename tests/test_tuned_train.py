@@ -248,3 +248,18 @@ def test_lens_logits_of_a_hand_made_lens_equal_the_formula(loaded_tiny, tiny_lla
     other = load_tuned_lens(write_lens(tmp_path / "other", random_state(9, n=n_layers, d=d_model), {**config, "unembed_hash": "0" * 64}))
     with pytest.raises(train_module.TunedLensError, match="another unembedding"):
         check_fits_model(other, loaded_tiny)
+
+
+def test_a_diverging_training_fails_and_writes_nothing(tiny_llama, corpus, tmp_path, warehouse):
+    """Issue 21.2: `--lr 1e30` exited 0 and wrote a NaN lens. With a checkpoint every step, the
+    first (finite) step is checkpointed before the second diverges: that checkpoint goes too."""
+    common = ("train-lens", tiny_llama, "--text", corpus, "--steps", 4, "--seq-len", SEQ_LEN, "--checkpoint-every", 1, "--lr", "1e30", "--quiet")
+    out = tmp_path / "lens"
+    assert_one_line_error(run_cli(*common, "--out", out), "training diverged at step 2 of 4", "lower --lr", "nothing was written")
+    assert not out.exists()
+    assert_one_line_error(run_cli(*common, "--name", "wild", "--warehouse", warehouse), "training diverged", "nothing was written")
+    assert not (warehouse / "lenses" / "wild").exists() and not (warehouse / "_lens_training").exists()
+    # A folder that was there before stays, without a checkpoint.
+    out.mkdir()
+    assert_one_line_error(run_cli(*common, "--out", out), "training diverged")
+    assert list(out.iterdir()) == []

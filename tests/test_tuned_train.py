@@ -263,3 +263,26 @@ def test_a_diverging_training_fails_and_writes_nothing(tiny_llama, corpus, tmp_p
     out.mkdir()
     assert_one_line_error(run_cli(*common, "--out", out), "training diverged")
     assert list(out.iterdir()) == []
+
+
+def test_a_checkpoint_of_weights_changed_in_place_is_not_resumed(tiny_llama, corpus, tmp_path, warehouse, monkeypatch):
+    """Issue 21.3: killed, then rerun after the model's weights changed in place (same sizes),
+    `train-lens --name` resumed the old checkpoint and mixed two models. It refuses in one line."""
+    import shutil
+
+    from tests.conftest import rewrite_tensor_in_place
+
+    model = shutil.copytree(tiny_llama, tmp_path / "tiny-llama")
+    args = ("train-lens", model, "--text", corpus, "--name", "moving", "--warehouse", warehouse, "--steps", 4, "--seq-len", SEQ_LEN, "--checkpoint-every", 2, "--quiet")
+    real_write = train_module._write_checkpoint
+
+    def write_then_stop(path, step, *rest):
+        real_write(path, step, *rest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_then_stop)
+    assert run_cli(*args).exit_code == 130
+    monkeypatch.setattr(train_module, "_write_checkpoint", real_write)
+    rewrite_tensor_in_place(model, "model.layers.1.mlp.up_proj.weight")
+    assert_one_line_error(run_cli(*args), "is of another training (different model_revision)", "delete it to start over")
+    assert not (warehouse / "lenses" / "moving").exists()

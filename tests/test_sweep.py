@@ -20,7 +20,7 @@ import pytest
 from lensdb.extract import engine
 from lensdb.run_settings import LensIdentity, RecordSettings
 from lensdb.sweep import ExtractOptions, read_models_file, run_streaming
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.conftest import rewrite_tensor_in_place
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,3 +280,17 @@ def test_sweep_extracts_again_a_model_whose_weights_changed_in_place(tiny_llama,
     assert changed.exit_code == 0 and "1 models: 1 done, 0 skipped" in changed.stdout, changed.output
     old, new = committed_runs(warehouse)
     assert manifest(old)["model_revision"] != manifest(new)["model_revision"]
+
+
+def test_export_of_two_models_with_one_file_name_is_refused_before_any_work(tiny_llama, tiny_gpt2, tiny_prompts, warehouse, tmp_path):
+    """Issue 21.5: `sweep --export` of two models whose names share a file stem overwrote one
+    model's legacy files with the other's. Refused in one line naming both, before any extract."""
+    import shutil
+
+    one = shutil.copytree(tiny_llama, tmp_path / "one" / "tiny")
+    two = shutil.copytree(tiny_gpt2, tmp_path / "two" / "tiny")
+    models = tmp_path / "models.txt"
+    models.write_text(f"{one}\n{two}\n{one}\n")
+    result = run_cli("sweep", models, "--prompts", tiny_prompts, "--warehouse", warehouse, "--export", tmp_path / "out", *OPTIONS)
+    assert_one_line_error(result, f"the models {one} and {two} would both be written as output-tiny.json")
+    assert not warehouse.exists() and not (tmp_path / "out").exists()

@@ -366,19 +366,30 @@ def seed_warehouse(tiny_llama, tmp_path_factory) -> Path:
     return warehouse
 
 
-def test_export_of_a_run_removed_meanwhile_fails_and_writes_nothing(seed_warehouse, tmp_path, monkeypatch):
-    """Issue 21.4: `export` racing `rm` of its run exited 0 with header-only CSVs."""
+@pytest.mark.parametrize("removed_before", ["records_csv", "load"])
+def test_export_of_a_run_removed_meanwhile_fails_and_writes_nothing(seed_warehouse, tmp_path, monkeypatch, removed_before):
+    """Issue 21.4: `export` racing `rm` of its run exited 0 with header-only CSVs (removed
+    before the CSVs are read), or said the run had no 'pos' prompt (removed before its prompts are)."""
     from lensdb import runs
     from lensdb.legacy import export as export_module
 
     warehouse = Path(shutil.copytree(seed_warehouse, tmp_path / "warehouse"))
-    real = export_module.records_csv
+    if removed_before == "records_csv":
+        real_csv = export_module.records_csv
 
-    def removed_while_read(run, with_variant):
-        runs.remove_runs(warehouse, [run.run_id])
-        return real(run, with_variant)
+        def removed_while_read(run, with_variant):
+            runs.remove_runs(warehouse, [run.run_id])
+            return real_csv(run, with_variant)
 
-    monkeypatch.setattr(export_module, "records_csv", removed_while_read)
+        monkeypatch.setattr(export_module, "records_csv", removed_while_read)
+    else:
+        real_load = export_module._Run.load
+
+        def removed_before_load(cls, con, manifest, lens):
+            runs.remove_runs(warehouse, [manifest["run_id"]])
+            return real_load(con, manifest, lens)
+
+        monkeypatch.setattr(export_module._Run, "load", classmethod(removed_before_load))
     out = tmp_path / "out"
     assert_one_line_error(run_cli("export", "--out", out, "--warehouse", warehouse), "was removed or changed while it was exported", "not written")
     assert list(out.iterdir()) == []

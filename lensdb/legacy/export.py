@@ -100,9 +100,15 @@ def export(
             # The views read the files anew at every query: a run removed (or replaced) while it
             # is read gives empty rows, not an error. Its folder is the same before and after.
             before = _run_state(warehouse_path, run["run_id"])
-            files = legacy_files(_Run.load(con, run, lens), out_dir, with_variant)
+            removed = WarehouseError(f"run {run['run_id']} was removed or changed while it was exported; its files were not written")
+            try:
+                files = legacy_files(_Run.load(con, run, lens), out_dir, with_variant)
+            except LensdbError:
+                if _run_state(warehouse_path, run["run_id"]) != before:
+                    raise removed from None  # what the rows missing made of it would mislead
+                raise
             if not before or _run_state(warehouse_path, run["run_id"]) != before:
-                raise WarehouseError(f"run {run['run_id']} was removed or changed while it was exported; its files were not written")
+                raise removed
             write_files_whole(files)
             written += list(files)
         return written

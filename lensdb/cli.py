@@ -466,22 +466,24 @@ def parse_age(text: str) -> float:
 @main.command()
 @click.argument("run_ids", metavar="RUN...", nargs=-1, required=True)
 @click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
+@click.option("--model", help="Only the runs of this model (hub id, or the part after its last '/'): for a run id under several model folders.")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-def rm(run_ids, yes, warehouse):
+def rm(run_ids, yes, model, warehouse):
     """Remove runs: each leaves every view at once, then its files are deleted.
 
-    Every RUN is checked first: with an unknown run id nothing is removed.
+    Every RUN is checked first: with an unknown run id, or one found under several model
+    folders (without --model), nothing is removed.
     """
     from lensdb import runs
 
-    found = runs.find_runs(warehouse, list(run_ids))
+    found = runs.runs_to_remove(warehouse, list(run_ids), model)
     if not yes:
         for run in found:
             click.echo(f"  {run.run_id}  {run.model}  {run.status}  {run.size}", err=True)
         if not click.confirm(f"Remove {len(found)} run{'s' if len(found) != 1 else ''}?", default=False, err=True):
             click.echo("lensdb: nothing removed", err=True)
             sys.exit(1)
-    for run in runs.remove_runs(warehouse, [run.run_id for run in found]):
+    for run in runs.remove_runs(warehouse, [run.run_id for run in found], model):
         click.echo(f"removed {run.run_id}  ({run.model}, {run.size})")
 
 

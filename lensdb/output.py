@@ -54,7 +54,7 @@ def write_result(table: pa.Table, output_format: str, out: str | None, *, types:
 def write_whole(out: str | os.PathLike, write) -> None:
     """`write(temporary)` beside `out`, then one rename: `out` appears complete or not at all."""
     path = Path(out)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    temporary = _temporary(path)
     try:
         write(temporary)
         os.replace(temporary, path)
@@ -62,6 +62,32 @@ def write_whole(out: str | os.PathLike, write) -> None:
         raise LensdbError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_files_whole(files: dict[Path, bytes]) -> None:
+    """Every file written to a temporary file beside it, then renamed into place: a failure
+    to write any of them (a full disk, a file-size limit) is one line naming that file, and
+    leaves none of them changed and no temporary file."""
+    temporaries: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            temporaries[path] = _temporary(path)
+            try:
+                temporaries[path].write_bytes(data)
+            except OSError as exc:
+                raise LensdbError(f"cannot write {path}: {exc.strerror or exc}") from None
+        for path, temporary in temporaries.items():
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise LensdbError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def check_output_file(out: str | os.PathLike, option: str) -> None:

@@ -79,31 +79,51 @@ def list_runs(warehouse=None, model: str | None = None) -> list[RunInfo]:
     folders, damaged = _folders_and_damage(path)
     runs = [_run_info(path, folder.path, damaged.get((folder.model, folder.run_id))) for folder in folders]
     if model is not None:
-        runs = [run for run in runs if model in (run.model, run.model.rsplit("/", 1)[-1])]
+        runs = [run for run in runs if _is_model(run.model, model)]
     return sorted(runs, key=lambda run: (run.model, run.created_at or datetime.min, run.run_id))
 
 
-def find_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
-    """The runs named by `run_ids`, in that order; an unknown id is an error naming every unknown id."""
+def _is_model(folder_model: str, model: str) -> bool:
+    """`model` names the folder's model: its id, or the part after its last '/'."""
+    return model in (folder_model, folder_model.rsplit("/", 1)[-1])
+
+
+def find_runs(warehouse, run_ids: list[str], model: str | None = None) -> list[RunInfo]:
+    """The runs named by `run_ids`, in that order (of `model` only, when given); an unknown id
+    is an error naming every unknown id. An id may be found under several model folders (a
+    damaged copy): each is listed."""
     path = existing_warehouse(warehouse)
     wanted = list(dict.fromkeys(run_ids))
     for run_id in wanted:
         layout.check_run_id(run_id)  # also keeps glob characters out of the lookup below
     every, damaged = _folders_and_damage(path)
-    folders = {run_id: [f.path for f in every if f.run_id == run_id] for run_id in wanted}
+    folders = {run_id: [f.path for f in every if f.run_id == run_id and (model is None or _is_model(f.model, model))] for run_id in wanted}
     unknown = [run_id for run_id, found in folders.items() if not found]
     if unknown:
-        raise WarehouseError(f"no run {', '.join(unknown)} in {path} (see `lensdb runs`)")
+        of_model = f" of model {model}" if model is not None else ""
+        raise WarehouseError(f"no run {', '.join(unknown)}{of_model} in {path} (see `lensdb runs`)")
     return [_run_info(path, folder, damaged.get(_key(folder))) for run_id in wanted for folder in folders[run_id]]
 
 
-def remove_runs(warehouse, run_ids: list[str]) -> list[RunInfo]:
+def runs_to_remove(warehouse, run_ids: list[str], model: str | None = None) -> list[RunInfo]:
+    """find_runs, where each id must name one run folder: an id under several model folders
+    is an error naming them (give the model), and nothing is removed."""
+    runs = find_runs(warehouse, run_ids, model)
+    for run_id in dict.fromkeys(run.run_id for run in runs):
+        found = [run for run in runs if run.run_id == run_id]
+        if len(found) > 1:
+            listed = ", ".join(f"{run.model} ({run.status})" for run in found)
+            raise WarehouseError(f"run id {run_id} is in {len(found)} model folders: {listed}; give --model to remove one; nothing was removed")
+    return runs
+
+
+def remove_runs(warehouse, run_ids: list[str], model: str | None = None) -> list[RunInfo]:
     """Remove runs: each leaves every view in one rename, then its files are deleted.
 
-    Every id is checked first: with an unknown id nothing is removed.
+    Every id is checked first (runs_to_remove): with an unknown or ambiguous id nothing is removed.
     """
     path = existing_warehouse(warehouse)
-    runs = find_runs(path, run_ids)
+    runs = runs_to_remove(path, run_ids, model)
     if layout.is_remote(path):
         for run in runs:
             folder = _folder_path(path, run)

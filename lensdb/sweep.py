@@ -150,6 +150,8 @@ def sweep(
 
     log = log or sys.stderr
     models = read_models_file(models_file)
+    if export_dir is not None:
+        check_export_names(models, options)
     plan = _Plan(
         prompts=prompts,
         prompt_set_sha256=load_prompt_set(prompts).sha256,  # a bad prompt set stops the sweep before any model
@@ -173,6 +175,28 @@ def sweep(
     if export_dir is not None:
         _export(rows, plan.warehouse, Path(export_dir), options)
     return rows
+
+
+def check_export_names(models: list[str], options: ExtractOptions) -> None:
+    """Before any work: two models whose legacy files would have one name (the model name
+    after its last '/') cannot be exported together, as `lensdb export` refuses them too."""
+    from lensdb.extract.model import resolve_source
+    from lensdb.legacy import format as fmt
+
+    by_stem: dict[str, dict[str, str]] = {}
+    for model in models:
+        try:
+            source = resolve_source(model, options.revision)
+        except ModelError:
+            continue  # it fails in its turn
+        by_stem.setdefault(fmt.file_stem(source.name), {}).setdefault(source.load_from, model)
+    for stem, listed in by_stem.items():
+        if len(listed) > 1:
+            first, second = list(listed.values())[:2]
+            raise LensdbError(
+                f"--export: the models {first} and {second} would both be written as {fmt.json_name(stem)}; "
+                "sweep them without --export and export each run with `lensdb export --run`"
+            )
 
 
 @dataclass

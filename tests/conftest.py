@@ -45,6 +45,19 @@ def write_jsonl(path: Path, prompts: list[dict]) -> Path:
     return path
 
 
+def rewrite_tensor_in_place(model_dir: Path, tensor: str, factor: float = 2.0) -> None:
+    """Scale one weight of `model_dir`'s model.safetensors and write the file again: same
+    header, same size, other content (a model whose weights changed in place)."""
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    size = path.stat().st_size
+    weights = load_file(path)
+    weights[tensor] = weights[tensor] * factor
+    save_file(weights, path, metadata={"format": "pt"})
+    assert path.stat().st_size == size
+
+
 def _byte_bpe_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -190,3 +190,25 @@ def test_killed_process_leaves_no_visible_run(tiny_llama, tiny_prompts, warehous
     summary = engine.extract(str(tiny_llama), prompts=str(tiny_prompts), warehouse=warehouse, device="cpu")
     assert committed_runs(warehouse) == [summary.path]
     assert staged(warehouse) == [], "the dead process's staging folder is cleaned up"
+
+
+def _model_with_nan(source: Path, target: Path, tensor: str) -> Path:
+    """A copy of `source` whose weight `tensor` holds NaN."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target)
+    weights = load_file(target / "model.safetensors")
+    weights[tensor][0, 0] = float("nan")
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+def test_non_finite_logits_stop_the_run_and_commit_nothing(tiny_llama, tiny_prompts, tmp_path, warehouse):
+    """Issue 21.1: NaN weights gave NaN distributions (ranking the answer first) and exit 0."""
+    model = _model_with_nan(tiny_llama, tmp_path / "nan-llama", "model.layers.1.mlp.down_proj.weight")
+    result = run_cli("extract", model, "--prompts", tiny_prompts, "--warehouse", warehouse, "--device", "cpu", "--quiet")
+    # Block 1's output is layer 2: layers 0 and 1 are finite.
+    assert_one_line_error(result, "model nan-llama gives non-finite logits", "at layer 2, lens norm", "nothing was committed")
+    assert committed_runs(warehouse) == [] and staged(warehouse) == []

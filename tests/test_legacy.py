@@ -352,3 +352,75 @@ def test_export_errors(tmp_path):
     assert_one_line_error(run_cli("export", "--run", "no-such-run", "--out", tmp_path / "out", "--warehouse", warehouse), "'no-such-run'")
     assert_one_line_error(run_cli("export", "--model", "gpt-5", "--out", tmp_path / "out", "--warehouse", warehouse), "'gpt-5'")
     assert_one_line_error(run_cli("export", "--lens", "raw", "--out", tmp_path / "out", "--warehouse", warehouse), "no 'raw' lens")
+
+
+# ---------------------------------------------------------------- export: one snapshot, whole files
+
+
+@pytest.fixture(scope="module")
+def seed_warehouse(tiny_llama, tmp_path_factory) -> Path:
+    from lensdb.extract.engine import extract
+
+    warehouse = tmp_path_factory.mktemp("seed") / "warehouse"
+    extract(str(tiny_llama), prompts="seed", warehouse=warehouse, device="cpu")
+    return warehouse
+
+
+@pytest.mark.parametrize("removed_before", ["records_csv", "load"])
+def test_export_of_a_run_removed_meanwhile_fails_and_writes_nothing(seed_warehouse, tmp_path, monkeypatch, removed_before):
+    """Issue 21.4: `export` racing `rm` of its run exited 0 with header-only CSVs (removed
+    before the CSVs are read), or said the run had no 'pos' prompt (removed before its prompts are)."""
+    from lensdb import runs
+    from lensdb.legacy import export as export_module
+
+    warehouse = Path(shutil.copytree(seed_warehouse, tmp_path / "warehouse"))
+    if removed_before == "records_csv":
+        real_csv = export_module.records_csv
+
+        def removed_while_read(run, with_variant):
+            runs.remove_runs(warehouse, [run.run_id])
+            return real_csv(run, with_variant)
+
+        monkeypatch.setattr(export_module, "records_csv", removed_while_read)
+    else:
+        real_load = export_module._Run.load
+
+        def removed_before_load(cls, con, manifest, lens):
+            runs.remove_runs(warehouse, [manifest["run_id"]])
+            return real_load(con, manifest, lens)
+
+        monkeypatch.setattr(export_module._Run, "load", classmethod(removed_before_load))
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli("export", "--out", out, "--warehouse", warehouse), "was removed or changed while it was exported", "not written")
+    assert list(out.iterdir()) == []
+
+
+def test_export_beyond_a_file_size_limit_fails_naming_the_file_and_leaves_no_truncated_file(seed_warehouse, tmp_path):
+    """Issue 21.4: a full disk or a file-size limit left a truncated legacy file."""
+    import os
+    import subprocess
+    import sys
+
+    warehouse = Path(shutil.copytree(seed_warehouse, tmp_path / "warehouse"))
+    whole = tmp_path / "whole"
+    assert_ok(run_cli("export", "--out", whole, "--warehouse", warehouse))  # the catalog is installed here too
+    sizes = {path.name: path.stat().st_size for path in whole.iterdir()}
+    largest = max(sizes, key=sizes.get)
+    limit = sizes[largest] - 1
+    assert limit > sorted(sizes.values())[-2], sizes
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / largest).write_text("an older file\n")
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])));"
+        "from lensdb.cli import main; main(sys.argv[2:], prog_name='lensdb')"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    process = subprocess.run(
+        [sys.executable, "-c", script, str(limit), "export", "--out", str(out), "--warehouse", str(warehouse)],
+        capture_output=True, text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), "PYTHONWARNINGS": "ignore"},
+    )
+    assert process.returncode != 0
+    lines = [line for line in process.stderr.splitlines() if line.strip()]
+    assert lines == [f"lensdb: error: cannot write {out / largest}: File too large"], process.stderr
+    assert sorted(p.name for p in out.iterdir()) == [largest] and (out / largest).read_text() == "an older file\n"

@@ -241,6 +241,27 @@ def test_rm_with_an_unknown_run_removes_nothing(warehouse):
     assert rows_per_run(warehouse) == before
 
 
+def test_rm_of_a_run_id_under_two_model_folders_needs_the_model(warehouse):
+    """Issue 21.6: `rm --yes` of a run id that also exists as a damaged copy under another
+    model folder removed both. Without --model it names them and removes nothing."""
+    original = run_folder(warehouse, wf.MODEL_A, wf.RUN_A1)
+    copy = run_folder(warehouse, wf.MODEL_B, wf.RUN_A1)
+    shutil.copytree(original, copy)  # under model B's folder: damaged (its manifest names model A)
+    before = rows_per_run(warehouse)
+    assert_one_line_error(
+        run_cli("rm", wf.RUN_A1, "--yes", "--warehouse", warehouse),
+        f"run id {wf.RUN_A1} is in 2 model folders: ", f"{wf.MODEL_A} (committed)", f"{wf.MODEL_B} (damaged)", "give --model", "nothing was removed",
+    )
+    assert original.is_dir() and copy.is_dir() and rows_per_run(warehouse) == before
+    assert_one_line_error(run_cli("rm", wf.RUN_A1, "--yes", "--model", "nobody", "--warehouse", warehouse), f"no run {wf.RUN_A1} of model nobody")
+    result = run_cli("rm", wf.RUN_A1, "--yes", "--model", wf.MODEL_B, "--warehouse", warehouse)
+    assert result.exit_code == 0, result.stderr
+    assert original.is_dir() and not copy.exists() and rows_per_run(warehouse) == before
+    short_name = wf.MODEL_A.rsplit("/", 1)[-1]
+    assert run_cli("rm", wf.RUN_A1, "--yes", "--model", short_name, "--warehouse", warehouse).exit_code == 0
+    assert not original.exists() and rows_per_run(warehouse) == without(before, wf.RUN_A1)
+
+
 def test_rm_asks_first(warehouse):
     from click.testing import CliRunner
 

@@ -20,7 +20,8 @@ import pytest
 from lensdb.extract import engine
 from lensdb.run_settings import LensIdentity, RecordSettings
 from lensdb.sweep import ExtractOptions, read_models_file, run_streaming
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.conftest import rewrite_tensor_in_place
 
 REPO = Path(__file__).resolve().parent.parent
 OPTIONS = ["--device", "cpu", "--batch-size", "2", "--top-k", "5", "--quiet"]
@@ -260,3 +261,58 @@ def test_sigterm_stops_the_sweep_and_its_extract(tiny_llama, tiny_prompts, wareh
         assert time.monotonic() < deadline, "the extract outlived the sweep"
         time.sleep(0.1)
     assert committed_runs(warehouse) == []
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["hashed-whole", "sampled"])
+def test_a_local_fingerprint_covers_the_weights_content(tiny_llama, tmp_path, monkeypatch, sampled):
+    """Issue 21.3: the fingerprint held config, file names and sizes only. A copy of the folder
+    keeps it; a tensor rewritten in place (same size) changes it, whole-file hash or sampled."""
+    import shutil
+
+    from lensdb.extract import model as model_module
+
+    if sampled:  # the sampled hash of large files, on a tiny one
+        monkeypatch.setattr(model_module, "WHOLE_HASH_BYTES", 1024)
+        monkeypatch.setattr(model_module, "SAMPLE_BLOCK_BYTES", 64)
+        monkeypatch.setattr(model_module, "TENSOR_END_BYTES", 16)
+
+    def fingerprint(folder: Path) -> str:
+        return model_module.resolved_revision(model_module.resolve_source(str(folder)), None)
+
+    copy = shutil.copytree(tiny_llama, tmp_path / "copy")
+    before = fingerprint(copy)
+    assert before == fingerprint(tiny_llama) and before.startswith("local-")
+    rewrite_tensor_in_place(copy, "model.layers.1.mlp.up_proj.weight")
+    assert fingerprint(copy) != before
+
+
+def test_sweep_extracts_again_a_model_whose_weights_changed_in_place(tiny_llama, tiny_prompts, warehouse, tmp_path):
+    """Issue 21.3: the sweep skipped such a model and kept the old run."""
+    import shutil
+
+    model = shutil.copytree(tiny_llama, tmp_path / "tiny-llama")
+    models = tmp_path / "models.txt"
+    models.write_text(f"{model}\n")
+    first = run_cli("sweep", models, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS)
+    assert first.exit_code == 0 and "1 models: 1 done" in first.stdout, first.output
+    same = run_cli("sweep", models, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS)
+    assert "1 models: 0 done, 1 skipped" in same.stdout, same.output
+    rewrite_tensor_in_place(model, "model.layers.1.mlp.up_proj.weight")
+    changed = run_cli("sweep", models, "--prompts", tiny_prompts, "--warehouse", warehouse, *OPTIONS)
+    assert changed.exit_code == 0 and "1 models: 1 done, 0 skipped" in changed.stdout, changed.output
+    old, new = committed_runs(warehouse)
+    assert manifest(old)["model_revision"] != manifest(new)["model_revision"]
+
+
+def test_export_of_two_models_with_one_file_name_is_refused_before_any_work(tiny_llama, tiny_gpt2, tiny_prompts, warehouse, tmp_path):
+    """Issue 21.5: `sweep --export` of two models whose names share a file stem overwrote one
+    model's legacy files with the other's. Refused in one line naming both, before any extract."""
+    import shutil
+
+    one = shutil.copytree(tiny_llama, tmp_path / "one" / "tiny")
+    two = shutil.copytree(tiny_gpt2, tmp_path / "two" / "tiny")
+    models = tmp_path / "models.txt"
+    models.write_text(f"{one}\n{two}\n{one}\n")
+    result = run_cli("sweep", models, "--prompts", tiny_prompts, "--warehouse", warehouse, "--export", tmp_path / "out", *OPTIONS)
+    assert_one_line_error(result, f"the models {one} and {two} would both be written as output-tiny.json")
+    assert not warehouse.exists() and not (tmp_path / "out").exists()

@@ -248,3 +248,41 @@ def test_lens_logits_of_a_hand_made_lens_equal_the_formula(loaded_tiny, tiny_lla
     other = load_tuned_lens(write_lens(tmp_path / "other", random_state(9, n=n_layers, d=d_model), {**config, "unembed_hash": "0" * 64}))
     with pytest.raises(train_module.TunedLensError, match="another unembedding"):
         check_fits_model(other, loaded_tiny)
+
+
+def test_a_diverging_training_fails_and_writes_nothing(tiny_llama, corpus, tmp_path, warehouse):
+    """Issue 21.2: `--lr 1e30` exited 0 and wrote a NaN lens. With a checkpoint every step, the
+    first (finite) step is checkpointed before the second diverges: that checkpoint goes too."""
+    common = ("train-lens", tiny_llama, "--text", corpus, "--steps", 4, "--seq-len", SEQ_LEN, "--checkpoint-every", 1, "--lr", "1e30", "--quiet")
+    out = tmp_path / "lens"
+    assert_one_line_error(run_cli(*common, "--out", out), "training diverged at step 2 of 4", "lower --lr", "nothing was written")
+    assert not out.exists()
+    assert_one_line_error(run_cli(*common, "--name", "wild", "--warehouse", warehouse), "training diverged", "nothing was written")
+    assert not (warehouse / "lenses" / "wild").exists() and not (warehouse / "_lens_training").exists()
+    # A folder that was there before stays, without a checkpoint.
+    out.mkdir()
+    assert_one_line_error(run_cli(*common, "--out", out), "training diverged")
+    assert list(out.iterdir()) == []
+
+
+def test_a_checkpoint_of_weights_changed_in_place_is_not_resumed(tiny_llama, corpus, tmp_path, warehouse, monkeypatch):
+    """Issue 21.3: killed, then rerun after the model's weights changed in place (same sizes),
+    `train-lens --name` resumed the old checkpoint and mixed two models. It refuses in one line."""
+    import shutil
+
+    from tests.conftest import rewrite_tensor_in_place
+
+    model = shutil.copytree(tiny_llama, tmp_path / "tiny-llama")
+    args = ("train-lens", model, "--text", corpus, "--name", "moving", "--warehouse", warehouse, "--steps", 4, "--seq-len", SEQ_LEN, "--checkpoint-every", 2, "--quiet")
+    real_write = train_module._write_checkpoint
+
+    def write_then_stop(path, step, *rest):
+        real_write(path, step, *rest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_checkpoint", write_then_stop)
+    assert run_cli(*args).exit_code == 130
+    monkeypatch.setattr(train_module, "_write_checkpoint", real_write)
+    rewrite_tensor_in_place(model, "model.layers.1.mlp.up_proj.weight")
+    assert_one_line_error(run_cli(*args), "is of another training (different model_revision)", "delete it to start over")
+    assert not (warehouse / "lenses" / "moving").exists()

@@ -9,6 +9,7 @@ several GPUs, or on the CPU with part of them offloaded to disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -365,15 +366,81 @@ def infer_norm(module, device: torch.device | None = None) -> Norm:
     raise ModelError(f"unsupported normalisation module {type(module).__name__}: matches neither RMSNorm nor LayerNorm")
 
 
+# A local model's fingerprint covers the content of its files: whole up to this size, beyond
+# it sampled (a safetensors header, both ends of every tensor, and blocks spread over the file).
+WHOLE_HASH_BYTES = 64 << 20
+SAMPLE_BLOCKS = 16
+SAMPLE_BLOCK_BYTES = 256 << 10
+TENSOR_END_BYTES = 4096
+SAFETENSORS_HEADER_MAX = 100 << 20
+
+
 def resolved_revision(source: ModelSource, config) -> str:
+    """A hub model's commit; a local folder's fingerprint: its config and every file's name,
+    size and content hash (content_digest), so weights changed in place make another model."""
     commit = getattr(config, "_commit_hash", None)
     if source.local_path is None:
         return commit or source.revision or "unknown"
-    digest = hashlib.sha256((source.local_path / "config.json").read_bytes())
-    for path in sorted(source.local_path.iterdir()):
-        if path.is_file():
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    try:
+        digest = hashlib.sha256((source.local_path / "config.json").read_bytes())
+        for path in sorted(source.local_path.iterdir()):
+            if path.is_file():
+                size = path.stat().st_size
+                digest.update(f"{path.name}:{size}:".encode())
+                digest.update(content_digest(path, size))
+    except OSError as exc:
+        raise ModelError(f"cannot read the model folder {source.local_path}: {exc.strerror or exc}") from None
     return f"local-{digest.hexdigest()[:12]}"
+
+
+def content_digest(path: Path, size: int) -> bytes:
+    """sha256 of the whole file up to WHOLE_HASH_BYTES; of a larger one, its safetensors
+    header, the first and last TENSOR_END_BYTES of every tensor, and SAMPLE_BLOCKS blocks at
+    fixed offsets spread from its start to its end (a few MiB read per file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        if size <= WHOLE_HASH_BYTES:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+            return digest.digest()
+        spans = []  # (offset, length) to hash
+        header = _safetensors_header(file, size)
+        if header is not None:
+            digest.update(header)
+            spans += _tensor_ends(header, 8 + len(header))
+        block = min(SAMPLE_BLOCK_BYTES, size)
+        step = (size - block) / (SAMPLE_BLOCKS - 1)
+        spans += [(round(i * step), block) for i in range(SAMPLE_BLOCKS)]
+        for offset, length in spans:
+            file.seek(offset)
+            digest.update(file.read(length))
+    return digest.digest()
+
+
+def _safetensors_header(file, size: int) -> bytes | None:
+    """The JSON header of a safetensors file (8-byte little-endian length, then the header); None otherwise."""
+    file.seek(0)
+    length = int.from_bytes(file.read(8), "little")
+    if not 2 <= length <= min(size - 8, SAFETENSORS_HEADER_MAX):
+        return None
+    header = file.read(length)
+    return header if header.startswith(b"{") else None
+
+
+def _tensor_ends(header: bytes, data_start: int) -> list[tuple[int, int]]:
+    try:
+        entries = json.loads(header)
+    except ValueError:
+        return []
+    spans = []
+    for name, entry in sorted(entries.items()) if isinstance(entries, dict) else ():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) and name != "__metadata__" else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            continue
+        begin, end = data_start + offsets[0], data_start + offsets[1]
+        length = min(TENSOR_END_BYTES, max(0, end - begin))
+        spans += [(begin, length), (end - length, length)]
+    return spans
 
 
 def _logit_scale(config) -> float | None:

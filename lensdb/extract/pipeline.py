@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import torch
 
+from lensdb.errors import ModelError
 from lensdb.extract import capture, stats as lens_stats
 from lensdb.extract.batches import Batch
 from lensdb.extract.lenses import Lens, Unembedding
@@ -161,6 +162,7 @@ def lens_records(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink
 def _records_job(ctx: RunContext, results, copied, layers, rows):
     def job():
         copied.wait()
+        check_finite(ctx, results, layers, rows)
         for lens_name, stats in results.items():
             batch = records_batch(
                 stats,
@@ -177,6 +179,39 @@ def _records_job(ctx: RunContext, results, copied, layers, rows):
             yield "records", batch.filter(pa.compute.invert(last)), schema.RECORDS, "part"
 
     return job
+
+
+def check_finite(ctx: RunContext, results: dict, layers: np.ndarray, rows) -> None:
+    """Stop the run at a chunk whose logits hold a NaN or an infinity: their distributions
+    would rank anything first. Reads the statistics' finite flags, already on the host."""
+    bad = [(lens, stats) for lens, stats in results.items() if stats.finite is not None and not bool(stats.finite)]
+    if not bad:
+        return
+    name = ctx.model.source.name
+    for lens, stats in bad:  # a lens's own logits first, at their first layer
+        entropy = _numpy_of(stats.entropy_bits)
+        if not np.isfinite(entropy).all():
+            layer_index, row = np.argwhere(~np.isfinite(entropy))[0]
+            where = _row_text(ctx, rows, row)
+            raise ModelError(
+                f"model {name} gives non-finite logits (NaN or infinity) at layer {int(layers[layer_index])}, lens {lens}, {where}: "
+                "its weights or activations hold NaN or overflow; nothing was committed"
+            )
+    kl = _numpy_of(bad[0][1].kl_to_final_bits)
+    row = np.argwhere(~np.isfinite(kl))[0][1]
+    raise ModelError(
+        f"model {name} gives non-finite final logits (NaN or infinity), {_row_text(ctx, rows, row)}: "
+        "its weights or activations hold NaN or overflow; nothing was committed"
+    )
+
+
+def _numpy_of(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def _row_text(ctx: RunContext, rows, row: int) -> str:
+    prompt = int(rows.prompt[row])
+    return f"prompt {ctx.prompt_ids[prompt].as_py()!r} ({ctx.prompt_variants[prompt].as_py()}) position {int(rows.pos[row])}"
 
 
 def finals_and_consistency(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink: RecordSink) -> None:

@@ -33,6 +33,9 @@ class LensStats:
     kl_to_final_bits: torch.Tensor  # float64
     cos_to_final: torch.Tensor  # float32
     kl_vs_reference_bits: torch.Tensor | None  # float64 KL(reference lens || this lens); None without a reference
+    # 0-dim bool: every logit of the chunk, and of the model's final distribution, was finite
+    # (a NaN or infinity in a row's logits makes its entropy or KL non-finite). None: not checked.
+    finite: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, layers: int, positions: int, top_k: int, device, with_reference_kl: bool) -> "LensStats":
@@ -126,6 +129,9 @@ def chunk_statistics(
         out.answer_rank.masked_fill_(missing_answer, NO_TOKEN)
         out.p_paired_answer.masked_fill_(missing_paired, float("nan"))
         out.paired_answer_rank.masked_fill_(missing_paired, NO_TOKEN)
+        # One small reduction per lens and chunk, left on the device (no host sync here): the
+        # records job reads it once the chunk's statistics have landed on the host.
+        out.finite = torch.isfinite(out.entropy_bits).all() & torch.isfinite(out.kl_to_final_bits).all()
     return results
 
 

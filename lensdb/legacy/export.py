@@ -8,18 +8,24 @@ only arranges them as the legacy files have them (lensdb.legacy.format).
 
 Imported runs write exactly the JSON blocks their file had (manifest.legacy_blocks);
 extract runs write every block they have data for.
+
+A run's files are written only when its folder is the same after every read as before
+(a run removed by `lensdb rm` meanwhile fails the export), each to a temporary file beside
+it and then renamed: no legacy file is ever partial, and a full disk is one line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lensdb import catalog
 from lensdb.errors import LensdbError, QueryError, WarehouseError
 from lensdb.legacy import format as fmt
-from lensdb.warehouse import layout
+from lensdb.output import write_files_whole
+from lensdb.warehouse import layout, reading
 
 # JSON key -> v1.diagnostics column
 DIAGNOSTIC_KEYS = (
@@ -91,10 +97,37 @@ def export(
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for run in runs:
-            written += export_run(_Run.load(con, run, lens), out_dir, with_variant)
+            # The views read the files anew at every query: a run removed (or replaced) while it
+            # is read gives empty rows, not an error. Its folder is the same before and after.
+            before = _run_state(warehouse_path, run["run_id"])
+            removed = WarehouseError(f"run {run['run_id']} was removed or changed while it was exported; its files were not written")
+            try:
+                files = legacy_files(_Run.load(con, run, lens), out_dir, with_variant)
+            except LensdbError:
+                if _run_state(warehouse_path, run["run_id"]) != before:
+                    raise removed from None  # what the rows missing made of it would mislead
+                raise
+            if not before or _run_state(warehouse_path, run["run_id"]) != before:
+                raise removed
+            write_files_whole(files)
+            written += list(files)
         return written
     finally:
         con.close()
+
+
+def _run_state(warehouse, run_id: str) -> dict:
+    """The folders holding `run_id` now, each with its files and their sizes (and, locally, the
+    folder's inode): what a removal, or a new run under the same id, changes."""
+    state = {}
+    for folder in layout.run_folders(warehouse):
+        if folder.run_id == run_id:
+            try:
+                inode = None if layout.is_remote(warehouse) else os.stat(folder.path).st_ino
+            except OSError:
+                continue
+            state[str(folder.path)] = (inode, sorted(reading.folder_files(warehouse, folder.path).items()))
+    return state
 
 
 def select_runs(con, warehouse: Path, run_id: str | None, model: str | None) -> list[dict]:
@@ -183,16 +216,15 @@ class _Run:
         )
 
 
-def export_run(run: _Run, out_dir: Path, with_variant: bool) -> list[Path]:
+def legacy_files(run: _Run, out_dir: Path, with_variant: bool) -> dict[Path, bytes]:
+    """The run's three legacy files: path -> content."""
     stem = fmt.file_stem(run.manifest["model"])
     files = {
         out_dir / fmt.json_name(stem): json.dumps(legacy_json(run), ensure_ascii=False, indent=2),
         out_dir / fmt.records_name(stem): records_csv(run, with_variant),
         out_dir / fmt.pure_name(stem): pure_csv(run, with_variant),
     }
-    for path, text in files.items():
-        path.write_bytes(text.encode("utf-8"))
-    return list(files)
+    return {path: text.encode("utf-8") for path, text in files.items()}
 
 
 # ---------------------------------------------------------------- CSV files

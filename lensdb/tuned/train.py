@@ -63,6 +63,10 @@ LOSS_CHUNK_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
 LN2 = math.log(2)
 
 
+class TrainingDiverged(TunedLensError):
+    """The loss or the translators became NaN or infinite: nothing is written."""
+
+
 @dataclass
 class TrainSettings:
     steps: int = PAPER_STEPS
@@ -325,6 +329,9 @@ def fit_translators(
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
             last_kl = (kl_sums / step_tokens / LN2).tolist()
+            # One host sync per step: a diverged step is never checkpointed or written.
+            if not (all(math.isfinite(kl) for kl in last_kl) and bool(torch.isfinite(weight).all() & torch.isfinite(bias).all())):
+                raise TrainingDiverged(_diverged(f"at step {step + 1} of {plan.steps}", settings))
             bar.set_postfix(kl_bits=f"{sum(last_kl) / n:.4f}")
             bar.update(1)
             done = step + 1
@@ -332,6 +339,10 @@ def fit_translators(
                 _write_checkpoint(checkpoint, done, weight, bias, optimizer, last_kl, fingerprint)
     trained = TunedTranslators(weight.detach().cpu().clone(), bias.detach().cpu().clone())
     return trained, last_kl, start_step
+
+
+def _diverged(where: str, settings: TrainSettings) -> str:
+    return f"training diverged {where}: the loss or the translators are NaN or infinite; lower --lr (it is {settings.lr:g}); nothing was written"
 
 
 def _write_checkpoint(path: Path, step: int, weight, bias, optimizer, last_kl: list[float], fingerprint: dict) -> None:
@@ -438,17 +449,26 @@ def train_lens(
         "weight_decay": settings.weight_decay,
         "seed": settings.seed,
     }
+    work_existed = work.exists()
     try:  # before training: a folder that cannot be written fails now, not at the first checkpoint
         work.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TunedLensError(f"cannot write to {work}: {exc.strerror or exc}") from None
     checkpoint = work / CHECKPOINT_FILE
-    translators, last_kl, resumed_at = fit_translators(
-        loaded, train, plan, settings, checkpoint=checkpoint, fingerprint=fingerprint, progress=progress
-    )
-    trained_at = time.perf_counter()
-    batch = plan.batch_size
-    tuned_kl = layer_kl_bits(loaded, held_out, translators, batch) if held_out.shape[0] else [None] * (loaded.n_layers + 1)
+    try:
+        translators, last_kl, resumed_at = fit_translators(
+            loaded, train, plan, settings, checkpoint=checkpoint, fingerprint=fingerprint, progress=progress
+        )
+        trained_at = time.perf_counter()
+        batch = plan.batch_size
+        tuned_kl = layer_kl_bits(loaded, held_out, translators, batch) if held_out.shape[0] else [None] * (loaded.n_layers + 1)
+        if not all(kl is None or math.isfinite(kl) for kl in tuned_kl):
+            raise TrainingDiverged(_diverged("(the trained lens's held-out KL)", settings))
+    except TrainingDiverged:
+        # No lens, and no checkpoint that a rerun would resume into the same divergence.
+        checkpoint.unlink(missing_ok=True)
+        _remove_work_folder(work, name is not None or not work_existed)
+        raise
     logit_kl = layer_kl_bits(loaded, held_out, None, batch) if held_out.shape[0] else [None] * (loaded.n_layers + 1)
     lens_name = name or target.name
     hash_of_unembed = unembed_hash(loaded.unembed_weight)
@@ -506,11 +526,7 @@ def train_lens(
         written = store.write_lens_folder(staged, translators, rows, settings_json)
         path = store.commit_stored_lens(staged, warehouse_path, name)
         written = TunedTranslators(written.weight, written.bias, written.config, written.sha256, str(path), name)
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            work.parent.rmdir()  # _lens_training/, once no other training uses it
-        except OSError:
-            pass
+        _remove_work_folder(work, True)
     else:
         written = store.write_lens_folder(target, translators, rows, settings_json)
         path = target
@@ -523,3 +539,16 @@ def train_lens(
         resumed_at_step=resumed_at,
         timings={"load_seconds": loaded_at - t0, "train_seconds": trained_at - loaded_at},
     )
+
+
+def _remove_work_folder(work: Path, whole: bool) -> None:
+    """A stored lens's training folder (and _lens_training/, once no other training uses it),
+    or an --out folder this training created (`whole`); else only what it holds is left."""
+    if not whole:
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    if work.parent.name == store.TRAINING_DIR:
+        try:
+            work.parent.rmdir()
+        except OSError:
+            pass

@@ -729,7 +729,8 @@ def _sweep_options(arguments):
     from lensdb.sweep import ExtractOptions
 
     try:
-        with extract.make_context("lensdb extract", ["MODEL", *arguments]) as context:
+        # main's settings: click keeps the help option of the first context it made for a command
+        with extract.make_context("lensdb extract", ["MODEL", *arguments], **main.context_settings) as context:
             params = context.params
     except click.UsageError as exc:
         raise click.UsageError(f"extract option: {exc.format_message()}") from None

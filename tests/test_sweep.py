@@ -87,17 +87,17 @@ SWEEP_OWN = {"model", "prompts", "warehouse", "run_id", "model_name", "as_json"}
 def test_every_extract_option_reaches_the_models_extract(tmp_path):
     """Given to the sweep, each extract option comes out of ExtractOptions.args() as given
     (--device-map, --max-memory and --offload-folder were once parsed and dropped)."""
-    from lensdb.cli import _sweep_options, extract
+    from lensdb.cli import _sweep_options, extract, main
 
     given = ["--lens", "norm,raw", "--reference-lens", "raw", "--unembed", "float32", "--top-k", "7",
              "--device", "cpu", "--device-map", "balanced", "--max-memory", "cpu=2GiB", "--offload-folder", str(tmp_path),
              "--dtype", "float16", "--revision", "v1", "--batch-size", "3", "--keep-residuals", "--seed", "5", "--quiet"]
-    with extract.make_context("lensdb extract", ["MODEL", *given]) as context:
+    with extract.make_context("lensdb extract", ["MODEL", *given], **main.context_settings) as context:
         expected = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
     defaults = {p.name: p.default for p in extract.params}
     assert sorted(expected) == sorted(p.name for p in extract.params if p.name not in SWEEP_OWN)
     assert all(expected[name] != defaults[name] for name in expected), "give every option a non-default value"
-    with extract.make_context("lensdb extract", ["MODEL", *_sweep_options(given).args()]) as context:
+    with extract.make_context("lensdb extract", ["MODEL", *_sweep_options(given).args()], **main.context_settings) as context:
         passed = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
     assert passed == expected
 

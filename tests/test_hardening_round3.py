@@ -143,3 +143,66 @@ def test_a_query_larger_than_memory_still_spills_and_leaves_nothing(warehouse, h
     con.close()
     assert not Path(temp).exists()
     assert sorted(p.name for p in (hostile_cwd / ".tmp").iterdir()) == ["data.parquet", "link", "note.txt"]
+
+
+# --- 8. a warehouse URL holding a secret: refused, and no part of the secret shown -----------
+
+KEY_ID, SECRET = "AKIAQZ7WXK9PMEXAMPLE", "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY"
+TOKEN = "Fq0tOkEnVaLuE9z"
+SECRET_URLS = [
+    "{scheme}://{key}:{secret}@bucket/prefix",
+    "{scheme}://{key}@bucket/prefix",
+    "{scheme}://{key}:{secret}@bucket/prefix?x-token={token}",
+    "{scheme}://{key}:Se/cr+et{secret}@bucket/prefix",  # an unescaped '/' in the secret: no '@' in the host part
+    "{scheme}://{key}:{secret}/bucket/prefix",
+    "{scheme}://{key}:a?b{secret}@bucket/prefix",
+    "{scheme}://bucket/prefix?X-Amz-Security-Token={token}&X-Amz-Credential={key}",
+    "{scheme}://bucket/prefix?a=b@{token}",
+    "{scheme}://bucket/prefix#{token}",
+    "{scheme}://{key}:{secret}@/prefix",
+]
+SCHEMES = ["s3", "gs", "file"]
+
+
+def _secret_parts() -> list[str]:
+    """Every 6-character piece of the key id, secret key and token."""
+    return sorted({text[i : i + 6] for text in (KEY_ID, SECRET, TOKEN) for i in range(len(text) - 5)})
+
+
+def _shows_no_secret(text: str) -> None:
+    shown = [part for part in _secret_parts() if part in text]
+    assert shown == [], (shown, text)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("template", SECRET_URLS)
+def test_a_url_with_a_secret_is_refused_without_showing_it(scheme, template, tmp_path):
+    url = template.format(scheme=scheme, key=KEY_ID, secret=SECRET, token=TOKEN)
+    if scheme == "file":
+        url = url.replace("bucket/prefix", f"localhost{tmp_path}").replace("@/prefix", f"@{tmp_path}")
+    for args in (["runs"], ["query", "SELECT 1"], ["export", "--out", tmp_path / "out"], ["show", "x"], ["rm", "x", "--yes"]):
+        result = run_cli(*args, "--warehouse", url)
+        line = assert_one_line_error(result)
+        _shows_no_secret(result.stdout + result.stderr)
+        assert "warehouse URL" in line, line
+    with pytest.raises(lensdb.errors.WarehouseError) as refused:
+        lensdb.query("SELECT 1", url)
+    _shows_no_secret(str(refused.value))
+    env = {**ENV, "LENSDB_WAREHOUSE": url}
+    done = subprocess.run([sys.executable, "-m", "lensdb", "runs"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and done.stderr.startswith("lensdb: error: ") and len(done.stderr.splitlines()) == 1, done.stderr
+    _shows_no_secret(done.stdout + done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_redacted_urls_keep_what_is_not_secret():
+    from lensdb.warehouse.remote import redact_url
+
+    assert redact_url(f"s3://{KEY_ID}:{SECRET}@bucket/prefix") == "s3://bucket/prefix"
+    assert redact_url(f"s3://bucket/prefix?token={TOKEN}") == "s3://bucket/prefix?…"
+    assert redact_url(f"gs://{KEY_ID}:{SECRET}@bucket/p?t={TOKEN}") == "gs://bucket/p?…"
+    assert redact_url("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert redact_url("http://127.0.0.1:9000/bucket") == "http://127.0.0.1:9000/bucket"
+    assert redact_url("/not/a/url") == "/not/a/url"
+    for template in SECRET_URLS:
+        _shows_no_secret(redact_url(template.format(scheme="s3", key=KEY_ID, secret=SECRET, token=TOKEN)))

@@ -173,26 +173,62 @@ def _modified(info: dict) -> float | None:
     return None
 
 
+def redact_url(text: str) -> str:
+    """A URL as it may be printed: without what can hold a secret (the user info
+    `key:secret@`, the query, the fragment). Text that is not a URL is returned as it is.
+
+    A secret may hold '/', '?', '#', ':' or '@' unescaped, so the parts are found from the
+    outside: everything up to the last '@' is user info, everything from the first '?' or '#'
+    query; where those overlap, or the host part holds a ':' that starts no port, only the
+    scheme is kept."""
+    match = _URL.match(text)
+    if not match:
+        return text
+    scheme, rest = text[: match.end()], text[match.end() :]
+    ends = [rest.find(char) for char in "?#" if char in rest]
+    query_at = min(ends) if ends else None
+    if "@" in rest:
+        at = rest.rfind("@")
+        if query_at is not None and at > query_at:
+            return f"{scheme}…"
+        rest = rest[at + 1 :]
+        query_at = None if query_at is None else query_at - at - 1
+    shown = rest if query_at is None else rest[:query_at]
+    host, slash, path = shown.partition("/")
+    if ":" in host and not host.rsplit(":", 1)[1].isdigit():
+        host = "…"  # `key:secret` without an '@'
+    return f"{scheme}{host}{slash}{path}" + ("" if query_at is None else "?…")
+
+
+def _holds_credentials(parts) -> bool:
+    """User info in the URL: `user@`, `user:password@`, or a `key:secret` host part (no port)."""
+    if "@" in parts.netloc or parts.password is not None:
+        return True
+    return ":" in parts.netloc and not parts.netloc.rsplit(":", 1)[1].isdigit()
+
+
 def open_url(text: str) -> Path | RemoteWarehouse:
-    """The warehouse a URL names: a local folder for file://, else a RemoteWarehouse."""
+    """The warehouse a URL names: a local folder for file://, else a RemoteWarehouse.
+    Messages show the URL through redact_url only: a refused URL may hold a secret."""
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise WarehouseError(f"file:// URLs name local folders: file:///path, not {text!r}")
-        return Path(unquote(parts.path))
-    if "@" in parts.netloc or parts.password is not None:
+    shown = redact_url(text)
+    if _holds_credentials(parts):
         raise WarehouseError(
-            f"the warehouse URL {scheme}://{parts.hostname or ''}/... holds credentials: lensdb takes them only from the "
+            f"the warehouse URL {shown} holds credentials: lensdb takes them only from the "
             "environment (AWS_* variables, profiles), so that they are never written or printed"
         )
     if parts.query or parts.fragment:
-        raise WarehouseError(f"the warehouse URL {text!r} has a query or fragment; configure the store through its environment variables")
+        raise WarehouseError(f"the warehouse URL {shown} has a query or fragment; configure the store through its environment variables")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise WarehouseError(f"the warehouse URL {shown} names another host: file:// URLs name local folders (file:///path)")
+        return Path(unquote(parts.path))
     root = f"{parts.netloc}{parts.path}".rstrip("/")
     if not parts.netloc:
-        raise WarehouseError(f"the warehouse URL {text!r} names no bucket ({scheme}://BUCKET/PREFIX)")
+        raise WarehouseError(f"the warehouse URL {shown} names no bucket ({scheme}://BUCKET/PREFIX)")
     if "\\" in root or not layout.is_utf8(root):
-        raise WarehouseError(f"the warehouse URL {text!r} holds a backslash or bytes that are not UTF-8")
+        raise WarehouseError(f"the warehouse URL {shown} holds a backslash or bytes that are not UTF-8")
     fs = _filesystem(scheme)
     return RemoteWarehouse(url=f"{scheme}://{root}", protocol=scheme, root=root, fs=fs)
 

@@ -599,7 +599,8 @@ def _confine(con, root: Root) -> None:
     """DuckDB may read the warehouse only, write no file, and not change that.
 
     DuckDB checks a glob as written (so the escaped form of the path is allowed too) and
-    each file by its real path (so a linked root's warehouse is allowed too). It cannot
+    each file by its real path (so a linked root's warehouse is allowed too, and so are the
+    real places of the warehouse's linked data folders and files). It cannot
     allow a real path holding a backslash: then the nearest folder above without one is
     allowed (the statement check still keeps the SQL from writing anything).
     """
@@ -609,7 +610,19 @@ def _confine(con, root: Root) -> None:
     if not layout.glob_safe(str(root.warehouse)):
         folders.discard(str(root.warehouse))
         folders.add(str(next(p for p in root.warehouse.parents if layout.glob_safe(str(p)))))
+    files = []
+    if not layout.is_remote(root.warehouse):
+        # Data linked from elsewhere (runs/ on another disk, say): DuckDB checks the real path.
+        for link in layout.linked_data_paths(root.warehouse):
+            real = os.path.realpath(link)
+            if layout.glob_safe(real) and os.path.isdir(real):
+                folders.add(real)
+            elif layout.glob_safe(real) and os.path.isfile(real):
+                files.append(real)
     allowed = sorted(folder.rstrip("/") + "/" for folder in folders)
+    if files:
+        attached = con.execute("SELECT current_setting('allowed_paths')").fetchone()[0] or []
+        con.execute("SET allowed_paths = ?", [sorted({*attached, *files})])
     # DuckDB allows its temp_directory too, by default `.tmp` of the working directory (and
     # resolves it, links included): a fresh folder of this process's own instead.
     con.execute("SET temp_directory = ?", [_spill_directory()])

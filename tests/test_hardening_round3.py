@@ -36,9 +36,19 @@ B1 = Path("runs") / "model=model-b" / f"run={wf.RUN_B1}"
 RUNS_SQL = "SELECT list(run_id ORDER BY run_id) AS runs FROM v1.runs"
 
 
+EXPORTABLE_RUN, EXPORTABLE_MODEL = "export-me", "org/exportable"
+COMMITTED = sorted((*wf.COMMITTED_RUNS, EXPORTABLE_RUN))
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    return wf.build_warehouse(tmp_path_factory.mktemp("round3") / "pristine")
+    """The fixture warehouse and a run `lensdb export` can write (a prompt with role 'pos')."""
+    warehouse = wf.build_warehouse(tmp_path_factory.mktemp("round3") / "pristine")
+    run = wf._run_b1()
+    run.run_id, run.model = EXPORTABLE_RUN, EXPORTABLE_MODEL
+    run.prompts[0].role = "pos"
+    wf.write_run(warehouse, run)
+    return warehouse
 
 
 @pytest.fixture
@@ -206,3 +216,89 @@ def test_redacted_urls_keep_what_is_not_secret():
     assert redact_url("/not/a/url") == "/not/a/url"
     for template in SECRET_URLS:
         _shows_no_secret(redact_url(template.format(scheme="s3", key=KEY_ID, secret=SECRET, token=TOKEN)))
+
+
+# --- 10. linked folders inside the warehouse are data ----------------------------------------
+
+
+def _move_and_link(folder: Path, disk: Path) -> Path:
+    """Move `folder` to `disk` (another disk, say) and leave a link to it in its place."""
+    disk.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder), str(disk))
+    os.symlink(disk, folder)
+    return disk
+
+
+LINKS = {
+    "runs/": lambda w, d: _move_and_link(w / "runs", d / "runs"),
+    "a model folder": lambda w, d: _move_and_link(w / "runs" / "model=model-b", d / "model-b"),
+    "a run folder": lambda w, d: _move_and_link(w / B1, d / "b-run1"),
+    "a table folder": lambda w, d: _move_and_link(w / B1 / "records", d / "records"),
+    "a Parquet file": lambda w, d: _move_and_link(w / B1 / "records" / "next-00000.parquet", d / "next.parquet"),
+    "runs/ and a model folder in it": lambda w, d: (_move_and_link(w / "runs", d / "runs"),
+                                                    _move_and_link(d / "runs" / "model=model-b", d / "deeper" / "model-b")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LINKS))
+def test_linked_folders_inside_the_warehouse_are_data(warehouse, tmp_path, kind):
+    LINKS[kind](warehouse, tmp_path / "other-disk")
+    assert query_json(warehouse, RUNS_SQL)[0]["runs"] == COMMITTED
+    counts = query_json(warehouse, "SELECT run_id, count(*) AS n FROM v1.records GROUP BY run_id ORDER BY run_id")
+    assert {row["run_id"]: row["n"] for row in counts}[wf.RUN_B1] > 0
+    assert lensdb.query(f"SELECT count(*) AS n FROM v1.pure_next_token WHERE run_id = '{wf.RUN_B1}'", warehouse=warehouse).to_pylist()[0]["n"] > 0
+    listed = run_cli("runs", "--warehouse", warehouse, "--format", "json")
+    assert listed.exit_code == 0, listed.stderr
+    status = {row["run_id"]: row["status"] for row in json.loads(listed.stdout)}
+    assert status[wf.RUN_B1] == "committed" and status[EXPORTABLE_RUN] == "committed"
+    exported = run_cli("export", "--model", EXPORTABLE_MODEL, "--warehouse", warehouse, "--out", tmp_path / "out")
+    assert exported.exit_code == 0, exported.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 3
+    # The run's files read through the link with read_parquet too.
+    files = f"{warehouse}/runs/model=model-b/run={wf.RUN_B1}/prompts/*.parquet"
+    assert lensdb.query(f"SELECT count(*) AS n FROM read_parquet('{files}')", warehouse=warehouse).to_pylist() == [{"n": 2}]
+
+
+def test_a_linked_lens_store_is_data(warehouse, tmp_path):
+    if not (warehouse / "lenses").is_dir():
+        wf.write_stored_lenses(warehouse)
+    expected = query_json(warehouse, "SELECT count(*) AS n FROM v1.lenses")[0]["n"]
+    assert expected > 0
+    _move_and_link(warehouse / "lenses", tmp_path / "other-disk" / "lenses")
+    assert query_json(warehouse, "SELECT count(*) AS n FROM v1.lenses")[0]["n"] == expected
+
+
+def test_damage_behind_a_link_is_found(warehouse, tmp_path):
+    _move_and_link(warehouse / "runs", tmp_path / "other-disk" / "runs")
+    manifest = warehouse / B1 / "manifest" / "part-00000.parquet"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    result = run_cli("query", RUNS_SQL, "--warehouse", warehouse, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)[0]["runs"] == [r for r in COMMITTED if r != wf.RUN_B1]
+    assert f"run {wf.RUN_B1} (model-b): manifest unreadable" in result.stderr
+    damaged = query_json(warehouse, "SELECT run_id, reason FROM v1.damaged_runs ORDER BY run_id")
+    assert [row["run_id"] for row in damaged] == [wf.RUN_NO_MANIFEST, wf.RUN_B1]
+
+
+def test_links_elsewhere_in_the_warehouse_stay_outside_the_sandbox(warehouse, tmp_path):
+    """Only the layout's folders are data: a link beside them (or a folder in runs/ that is no
+    model's) does not open its target to query SQL."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("outside-secret\n")
+    os.symlink(outside, warehouse / "evil")
+    os.symlink(outside, warehouse / "runs" / "evil")
+    os.symlink(outside, warehouse / "runs" / "model=model-b" / "evil")
+    os.symlink(outside / "secret.txt", warehouse / "secret.txt")
+    for sql in (
+        f"SELECT * FROM read_text('{warehouse}/evil/secret.txt')",
+        f"SELECT * FROM read_text('{warehouse}/runs/evil/secret.txt')",
+        f"SELECT * FROM read_text('{warehouse}/runs/model=model-b/evil/secret.txt')",
+        f"SELECT * FROM read_text('{warehouse}/secret.txt')",
+        f"SELECT * FROM read_text('{outside}/secret.txt')",
+        f"SELECT * FROM glob('{warehouse}/evil/*')",
+    ):
+        result = run_cli("query", sql, "--warehouse", warehouse)
+        assert_one_line_error(result, "reads the warehouse only")
+        assert "outside-secret" not in result.stdout
+    assert query_json(warehouse, RUNS_SQL)[0]["runs"] == COMMITTED

@@ -302,3 +302,62 @@ def test_links_elsewhere_in_the_warehouse_stay_outside_the_sandbox(warehouse, tm
         assert_one_line_error(result, "reads the warehouse only")
         assert "outside-secret" not in result.stdout
     assert query_json(warehouse, RUNS_SQL)[0]["runs"] == COMMITTED
+
+
+# --- 9. SIGTERM during extract is Ctrl-C; guard: cleanup beside a live writer ----------------
+
+
+def many_prompts(folder: Path, copies: int) -> Path:
+    """The tiny prompts `copies` times over: an extract that takes a while."""
+    from tests.conftest import TINY_PROMPTS, write_jsonl
+
+    prompts = [{**p, "id": f"{p['id']}-{i}"} | ({"control_of": f"{p['control_of']}-{i}"} if "control_of" in p else {})
+               for i in range(copies) for p in TINY_PROMPTS]
+    return write_jsonl(folder / "many.jsonl", prompts)
+
+
+def _start_extract(model: Path, prompts: Path, warehouse: Path, *more) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lensdb", "extract", str(model), "--prompts", str(prompts), "--warehouse", str(warehouse),
+               "--device", "cpu", "--batch-size", "2", "--quiet", *more]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+
+
+def _wait_for_staged_files(process: subprocess.Popen, warehouse: Path, timeout: float = 180) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        staged = list((warehouse / "_staging").glob("*/records/*.parquet")) if (warehouse / "_staging").is_dir() else []
+        if staged:
+            return staged[0].parent.parent
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("the extract never staged its records")
+
+
+def test_sigterm_during_extract_is_handled_as_ctrl_c(tiny_llama, tmp_path):
+    warehouse = tmp_path / "warehouse"
+    process = _start_extract(tiny_llama, many_prompts(tmp_path, 60), warehouse)
+    folder = _wait_for_staged_files(process, warehouse)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, (process.returncode, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lensdb: ") and "terminated" in lines[0], err
+    assert "Traceback" not in err and out == ""
+    assert not folder.exists() and list((warehouse / "_staging").iterdir()) == []
+    assert list((warehouse / "runs").glob("*/*")) == [] if (warehouse / "runs").is_dir() else True
+    result = run_cli("runs", "--warehouse", warehouse, "--format", "json")
+    assert result.exit_code != 0 or json.loads(result.stdout) == []
+
+
+def test_cleanup_beside_a_live_extract_keeps_its_staging(tiny_llama, tmp_path):
+    warehouse = tmp_path / "warehouse"
+    process = _start_extract(tiny_llama, many_prompts(tmp_path, 12), warehouse)
+    folder = _wait_for_staged_files(process, warehouse)
+    cleaned = run_cli("cleanup", "--warehouse", warehouse)
+    assert cleaned.exit_code == 0, cleaned.stderr
+    assert folder.is_dir()
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    run_id = out.strip()
+    assert [row["run_id"] for row in query_json(warehouse, "SELECT run_id FROM v1.runs")] == [run_id]

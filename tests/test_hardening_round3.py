@@ -361,3 +361,71 @@ def test_cleanup_beside_a_live_extract_keeps_its_staging(tiny_llama, tmp_path):
     assert process.returncode == 0, err
     run_id = out.strip()
     assert [row["run_id"] for row in query_json(warehouse, "SELECT run_id FROM v1.runs")] == [run_id]
+
+
+# --- 11. two concurrent imports of the same legacy files -------------------------------------
+
+IMPORTER = """
+import sys, time
+from pathlib import Path
+from lensdb.legacy import importer
+from lensdb.cli import main
+folder, warehouse, me, others = sys.argv[1], sys.argv[2], Path(sys.argv[3]), [Path(p) for p in sys.argv[4:]]
+real = importer.stage_run
+staged = []
+
+def stage_then_wait(writer, tables):
+    # Every process has passed the early content check and staged its runs before any commits.
+    real(writer, tables)
+    staged.append(1)
+    if len(staged) == expected:
+        me.touch()
+        deadline = time.time() + 120
+        while not all(p.exists() for p in others) and time.time() < deadline:
+            time.sleep(0.01)
+
+importer.stage_run = stage_then_wait
+expected = len(importer.find_legacy_files(Path(folder)))
+main(["import-legacy", folder, "--warehouse", warehouse])
+"""
+
+
+@pytest.fixture
+def legacy_folder(tmp_path, request) -> Path:
+    """The shared fixture's legacy folder, else the legacy files of a tiny model's seed run."""
+    from tests.conftest import LEGACY_RUN
+
+    if LEGACY_RUN.is_dir():
+        return LEGACY_RUN
+    tiny_llama = request.getfixturevalue("tiny_llama")
+    source = tmp_path / "source"
+    extracted = run_cli("extract", tiny_llama, "--warehouse", source, "--device", "cpu", "--quiet")
+    assert extracted.exit_code == 0, extracted.stderr
+    out = tmp_path / "legacy"
+    exported = run_cli("export", "--warehouse", source, "--out", out)
+    assert exported.exit_code == 0, exported.stderr
+    return out
+
+
+def test_concurrent_imports_of_the_same_files_import_each_model_once(legacy_folder, tmp_path):
+    warehouse = tmp_path / "warehouse"
+    marks = [tmp_path / f"staged-{i}" for i in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", IMPORTER, str(legacy_folder), str(warehouse), str(mark), *map(str, (m for m in marks if m != mark))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+        for mark in marks
+    ]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert all(mark.exists() for mark in marks), "both imports staged before either committed"
+    rows = lensdb.query("SELECT model, run_id FROM v1.runs ORDER BY model", warehouse=warehouse).to_pylist()
+    models = [row["model"] for row in rows]
+    assert len(models) == len(set(models)) > 0, rows  # each model imported once
+    run_of = {row["model"]: row["run_id"] for row in rows}
+    imported = [line for out, _ in outputs for line in out.splitlines() if "already imported" not in line]
+    skipped = [line for out, _ in outputs for line in out.splitlines() if "already imported" in line]
+    assert len(imported) == len(skipped) == len(models), outputs
+    for line in skipped:  # the second import names the first's run
+        model = line.split()[0]
+        assert f"already imported as run {run_of[model]}" in line
+    assert list((warehouse / "_staging").iterdir()) == []

@@ -429,3 +429,67 @@ def test_concurrent_imports_of_the_same_files_import_each_model_once(legacy_fold
         model = line.split()[0]
         assert f"already imported as run {run_of[model]}" in line
     assert list((warehouse / "_staging").iterdir()) == []
+
+
+# --- 12. model names are plain text in static plots ------------------------------------------
+
+ODD_MODELS = ["$x$", "price $5", "back\\slash $", "_^{}", "$\\frac{$", "a_b^c"]
+
+
+@pytest.fixture(scope="module")
+def odd_models(tmp_path_factory) -> Path:
+    warehouse = tmp_path_factory.mktemp("round3-plot") / "warehouse"
+    for i, model in enumerate(ODD_MODELS):
+        run = wf._run_b1()
+        run.run_id, run.model = f"odd-{i}", model
+        wf.write_run(warehouse, run)
+    return warehouse
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+def test_plot_curves_with_dollar_signs_in_model_names(odd_models, tmp_path, suffix):
+    out = tmp_path / f"curves{suffix}"
+    result = run_cli("plot", "curves", "--warehouse", odd_models, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr and out.stat().st_size > 1000
+
+
+def test_static_labels_are_the_names_as_written(odd_models, tmp_path):
+    import lensdb.plot
+
+    fig = lensdb.plot.curves(warehouse=odd_models)
+    (legend,) = [child for ax in fig.axes for child in ax.get_children() if type(child).__name__ == "Legend"]
+    texts = [text for text in legend.get_texts()]
+    shown = {text.get_text().split(" (")[0] for text in texts} - {"L_semantic"}
+    assert shown == set(ODD_MODELS)
+    assert all(not text.get_parse_math() and not text.get_usetex() for text in texts)
+    lensdb.plot.save(fig, tmp_path / "curves.png")
+    for model in ODD_MODELS:
+        for kind in ("heatmap", "lenses"):
+            out = tmp_path / f"{kind}-{ODD_MODELS.index(model)}.png"
+            result = run_cli("plot", kind, "--model", model, "--prompt", wf._run_b1().prompts[0].prompt_id, "--warehouse", odd_models, "--out", out)
+            assert result.exit_code == 0, (model, kind, result.stderr)
+        fig = lensdb.plot.heatmap(model=model, prompt=wf._run_b1().prompts[0].prompt_id, warehouse=odd_models)
+        assert model in fig._suptitle.get_text() and not fig._suptitle.get_parse_math()
+
+
+HOSTILE = "</script><img src=x onerror=alert(1)>"
+
+
+def test_guard_html_escaping_in_plots_and_the_report(odd_models, tmp_path):
+    """A model name holding markup is text in every HTML lensdb writes (and '$' names too)."""
+    warehouse = Path(shutil.copytree(odd_models, tmp_path / "warehouse"))
+    run = wf._run_b1()
+    run.run_id, run.model = "hostile-1", HOSTILE
+    wf.write_run(warehouse, run)
+    prompt = run.prompts[0].prompt_id
+    outputs = []
+    for args in (["report"], ["plot", "curves"], ["plot", "heatmap", "--model", HOSTILE, "--prompt", prompt],
+                 ["plot", "lenses", "--model", HOSTILE, "--prompt", prompt]):
+        out = tmp_path / f"{args[-1].replace('/', '_')[:8]}-{len(outputs)}.html"
+        result = run_cli(*args, "--warehouse", warehouse, "--out", out)
+        assert result.exit_code == 0, (args, result.stderr)
+        outputs.append(out.read_text(encoding="utf-8"))
+    for page in outputs:
+        assert "<img src=x" not in page and "</script><img" not in page
+    assert any("&lt;img src=x" in page or "\\u003cimg src=x" in page or "\\u003c/script" in page for page in outputs)

@@ -21,6 +21,7 @@ folder (settings locked), unless `--allow-files` / `allow_files=True`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -324,7 +325,9 @@ class Session:
                     run = _damaged_run_in(exc, self.warehouse, self.root) or self._search_damaged_run(sql)
                 if run is None or run.folder_key in {known.folder_key for known in self.damaged}:
                     raise _query_error(exc, self.warehouse, self.root) from None
-                self.leave_out(run)
+                # Recorded, so that v1.damaged_runs (and the next check) lists it from now on.
+                recorded = health.record_data_damage(self.warehouse, run)
+                self.leave_out(dataclasses.replace(run, recorded=recorded))
 
     def _execute(self, sql: str) -> pa.Table:
         relation = self.con.sql(sql)
@@ -665,7 +668,12 @@ def warn_damaged(damaged: list[DamagedRun]) -> None:
 def damaged_message(damaged: list[DamagedRun]) -> str:
     runs = "; ".join(f"run {run.run_id} ({run.model}): {run.reason}" for run in damaged)
     noun = "run is" if len(damaged) == 1 else "runs are"
-    return f"{len(damaged)} damaged {noun} left out of every view: {runs} (SELECT * FROM v1.damaged_runs)"
+    unrecorded = [run.run_id for run in damaged if not run.recorded]
+    hint = "SELECT * FROM v1.damaged_runs"
+    if unrecorded:
+        hint += (f"; this query found the damage of run {', '.join(unrecorded)} inside its files and could not record it"
+                 " (no writable run folder or cache): only queries that read those files leave it out")
+    return f"{len(damaged)} damaged {noun} left out of every view: {runs} ({hint})"
 
 
 # ------------------------------------------------------------------ queries

@@ -493,3 +493,72 @@ def test_guard_html_escaping_in_plots_and_the_report(odd_models, tmp_path):
     for page in outputs:
         assert "<img src=x" not in page and "</script><img" not in page
     assert any("&lt;img src=x" in page or "\\u003cimg src=x" in page or "\\u003c/script" in page for page in outputs)
+
+
+# --- 13. damage a query finds inside a file is listed by v1.damaged_runs afterwards ----------
+
+
+def _corrupt_pages(path: Path) -> None:
+    """Overwrite the data pages' bytes but keep the footer readable."""
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for i in range(4, len(data) - footer - 4):
+        data[i] = 0xA5
+    path.write_bytes(bytes(data))
+
+
+def test_damage_found_by_a_query_is_listed_by_damaged_runs(warehouse, pristine, tmp_path, monkeypatch):
+    monkeypatch.setenv("LENSDB_CACHE_DIR", str(tmp_path / "cache"))
+    target = warehouse / B1 / "records" / "next-00000.parquet"
+    _corrupt_pages(target)
+    result = run_cli("query", "SELECT DISTINCT run_id FROM v1.pure_next_token ORDER BY run_id", "--warehouse", warehouse, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert wf.RUN_B1 not in [row["run_id"] for row in json.loads(result.stdout)]
+    assert f"run {wf.RUN_B1} (model-b): records/next-00000.parquet unreadable" in result.stderr
+    assert "SELECT * FROM v1.damaged_runs" in result.stderr
+    # The warning and the view agree: a later query of the view (which reads no records) lists it.
+    damaged = query_json(warehouse, "SELECT run_id, folder, reason FROM v1.damaged_runs ORDER BY run_id")
+    assert [row["run_id"] for row in damaged] == [wf.RUN_NO_MANIFEST, wf.RUN_B1]
+    assert damaged[1]["folder"] == B1.as_posix() and damaged[1]["reason"].startswith("records/next-00000.parquet unreadable")
+    listed = run_cli("runs", "--warehouse", warehouse, "--format", "json")
+    assert {row["run_id"]: row["status"] for row in json.loads(listed.stdout)}[wf.RUN_B1] == "damaged"
+    assert wf.RUN_B1 not in query_json(warehouse, RUNS_SQL)[0]["runs"]
+    # An outside DuckDB client reads the same list from the catalog lensdb rebuilt.
+    import duckdb
+
+    con = duckdb.connect(str(warehouse / "lensdb.duckdb"), read_only=True)
+    try:
+        assert (wf.RUN_B1,) in con.execute("SELECT run_id FROM v1.damaged_runs").fetchall()
+    finally:
+        con.close()
+    # Repaired (the file replaced): the record no longer holds and the run is back.
+    shutil.copyfile(pristine / B1 / "records" / "next-00000.parquet", target)
+    assert query_json(warehouse, "SELECT list(run_id ORDER BY run_id) AS runs FROM v1.damaged_runs")[0]["runs"] == [wf.RUN_NO_MANIFEST]
+    assert wf.RUN_B1 in [row["run_id"] for row in query_json(warehouse, "SELECT DISTINCT run_id FROM v1.pure_next_token")]
+
+
+def test_damage_found_in_a_read_only_run_folder_is_recorded_in_the_cache(warehouse, tmp_path, monkeypatch):
+    """A run folder this user cannot write: the finding goes to the user's cache instead."""
+    from lensdb.warehouse import health
+
+    monkeypatch.setenv("LENSDB_CACHE_DIR", str(tmp_path / "cache"))
+    _corrupt_pages(warehouse / B1 / "records" / "next-00000.parquet")
+    real = health._write_json
+
+    def no_run_folder(path, value):
+        if path.name == health.DAMAGE_RECORD:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, value)
+
+    monkeypatch.setattr(health, "_write_json", no_run_folder)
+    result = run_cli("query", "SELECT count(*) AS n FROM v1.pure_next_token", "--warehouse", warehouse, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert not (warehouse / B1 / health.DAMAGE_RECORD).exists() and list((tmp_path / "cache" / "damage").iterdir())
+    damaged = query_json(warehouse, "SELECT list(run_id ORDER BY run_id) AS runs FROM v1.damaged_runs")
+    assert damaged[0]["runs"] == [wf.RUN_NO_MANIFEST, wf.RUN_B1]
+    # Nowhere to record it: the warning says so instead of pointing at the view alone.
+    monkeypatch.setattr(health, "_write_json", lambda path, value: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    shutil.rmtree(tmp_path / "cache")
+    result = run_cli("query", "SELECT count(*) AS n FROM v1.pure_next_token", "--warehouse", warehouse, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "could not record it" in result.stderr

@@ -275,9 +275,13 @@ def _reason(exc: BaseException) -> str:
 def catalog_cache(warehouse: RemoteWarehouse) -> Path:
     """The local DuckDB catalog of a remote warehouse: $LENSDB_CACHE_DIR, else
     $XDG_CACHE_HOME/lensdb, else ~/.cache/lensdb; one folder per URL."""
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lensdb")
     digest = hashlib.sha256(warehouse.url.encode("utf-8")).hexdigest()[:16]
-    return Path(base) / "catalogs" / digest / layout.CATALOG_FILE
+    return cache_dir() / "catalogs" / digest / layout.CATALOG_FILE
+
+
+def cache_dir() -> Path:
+    """lensdb's local cache of this user's: $LENSDB_CACHE_DIR, else $XDG_CACHE_HOME/lensdb, else ~/.cache/lensdb."""
+    return Path(os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lensdb"))
 
 
 # ---------------------------------------------------------------- DuckDB
@@ -370,7 +374,9 @@ class Survey:
 
 
 def survey(warehouse: RemoteWarehouse) -> Survey:
-    """Every run prefix of the warehouse, classified, from one listing and one read per manifest."""
+    """Every run prefix of the warehouse, classified, from one listing and one read per manifest
+    (and the damage queries found inside files, recorded in this user's cache)."""
+    from lensdb.warehouse import health
     from lensdb.warehouse.health import DamagedRun
 
     listing = warehouse.listing(layout.RUNS_DIR)
@@ -382,6 +388,7 @@ def survey(warehouse: RemoteWarehouse) -> Survey:
         groups.setdefault(f"{parts[1]}/{parts[2]}", {})["/".join(parts[3:])] = entry
     manifests = {key: f"{layout.RUNS_DIR}/{key}/{MANIFEST_FILE}" for key, files in groups.items() if MANIFEST_FILE in files}
     contents = warehouse.read_many(list(manifests.values()))
+    recorded = health.user_damage_records(warehouse)
     result = Survey(listing=listing)
     for key in sorted(groups):
         files = groups[key]
@@ -406,6 +413,8 @@ def survey(warehouse: RemoteWarehouse) -> Survey:
                 reason = _listed_damage(files, listed)
         elif reason is None:
             reason = _unlisted_damage(files)
+        if reason is None:
+            reason = recorded.get(folder.key, {}).get("reason") if _record_holds(recorded.get(folder.key), relative) else None
         if reason is not None:
             result.damaged.append(DamagedRun(model=folder.model, run_id=folder.run_id, path=folder.path, reason=reason))
     return result
@@ -478,6 +487,19 @@ def _required_tables(files: dict[str, Entry]) -> str | None:
     tables = {name.split("/", 1)[0] for name in files if name.endswith(".parquet")}
     missing = [table for table in REQUIRED_TABLES if table not in tables]
     return f"{missing[0]}/ missing" if missing else None
+
+
+def file_signature(warehouse: RemoteWarehouse, folder: PurePosixPath) -> dict[str, list]:
+    """The run's files as one listing shows them: path relative to the warehouse -> [size, time]."""
+    prefix = warehouse.relative(str(folder))
+    return {rel: [entry.size, entry.modified] for rel, entry in sorted(warehouse.listing(prefix).items())}
+
+
+def _record_holds(record: dict | None, files: dict[str, Entry]) -> bool:
+    """A recorded finding still stands: every file it saw is there with the same size and time."""
+    if not record or not record.get("files"):
+        return False
+    return all(rel in files and [files[rel].size, files[rel].modified] == seen for rel, seen in record["files"].items())
 
 
 def run_data_damage(warehouse: RemoteWarehouse, folder: PurePosixPath) -> str | None:

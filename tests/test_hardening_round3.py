@@ -562,3 +562,26 @@ def test_damage_found_in_a_read_only_run_folder_is_recorded_in_the_cache(warehou
     result = run_cli("query", "SELECT count(*) AS n FROM v1.pure_next_token", "--warehouse", warehouse, "--format", "json")
     assert result.exit_code == 0, result.stderr
     assert "could not record it" in result.stderr
+
+
+def test_damage_found_by_a_query_on_object_storage_is_listed_too(s3_env):
+    from lensdb.warehouse import remote, schema
+    from lensdb.warehouse.writer import run_writer
+
+    url = s3_env.url()
+    for run in wf.fixture_runs():
+        with run_writer(remote.open_url(url), run.model, run.run_id) as writer:
+            wf._stage(writer, run)
+            writer.commit(wf.manifest_table(run), schema.MANIFEST)
+    fs = s3_env.filesystem()
+    [victim] = [key for key in fs.find(f"{s3_env.bucket}/wh/runs/model=model-b/run={wf.RUN_B1}/records") if "/next-" in key]
+    data = bytearray(fs.cat_file(victim))
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    data[4 : len(data) - footer - 4] = b"\xa5" * (len(data) - footer - 8)  # the same size: the manifest's check passes
+    fs.pipe_file(victim, bytes(data))
+    result = run_cli("query", "SELECT DISTINCT run_id FROM v1.pure_next_token", "--warehouse", url, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert wf.RUN_B1 not in [row["run_id"] for row in json.loads(result.stdout)]
+    assert f"run {wf.RUN_B1} (model-b): records/next-" in result.stderr
+    damaged = query_json(url, "SELECT list(run_id) AS runs FROM v1.damaged_runs")
+    assert damaged[0]["runs"] == [wf.RUN_B1]

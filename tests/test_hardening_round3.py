@@ -585,3 +585,36 @@ def test_damage_found_by_a_query_on_object_storage_is_listed_too(s3_env):
     assert f"run {wf.RUN_B1} (model-b): records/next-" in result.stderr
     damaged = query_json(url, "SELECT list(run_id) AS runs FROM v1.damaged_runs")
     assert damaged[0]["runs"] == [wf.RUN_B1]
+
+
+# --- guards: the sandbox against symlinks, '..', ATTACH, COPY, SET ----------------------------
+
+GUARDED = [
+    "ATTACH '{outside}/new.duckdb' AS other",
+    "ATTACH ':memory:' AS other",
+    "COPY (SELECT 42) TO '{outside}/copy.csv'",
+    "COPY (SELECT 42) TO '.tmp/copy.csv'",
+    "SET temp_directory = '{outside}'",
+    "SET allowed_directories = ['/']",
+    "SET enable_external_access = true",
+    "RESET lock_configuration",
+    "SELECT * FROM read_text('{warehouse}/../outside/secret.txt')",
+    "SELECT * FROM read_text('{warehouse}/runs/../../outside/secret.txt')",
+    "SELECT * FROM read_text('{warehouse}/inner-link/secret.txt')",
+    "SELECT * FROM glob('{warehouse}/inner-link/*')",
+    "SELECT * FROM read_text('{outside}/secret.txt')",
+]
+
+
+@pytest.mark.parametrize("sql", GUARDED)
+def test_guard_the_sandbox_still_refuses(warehouse, tmp_path, hostile_cwd, sql):
+    outside = tmp_path / "outside"  # hostile_cwd made it, with secret.txt
+    os.symlink(outside, warehouse / "inner-link")
+    text = sql.format(outside=outside, warehouse=warehouse)
+    result = run_cli("query", text, "--warehouse", warehouse)
+    assert_one_line_error(result)
+    assert "outside-secret" not in result.stdout
+    with pytest.raises(QueryError):
+        lensdb.query(text, warehouse=warehouse)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert not (hostile_cwd / ".tmp" / "copy.csv").exists()

@@ -21,6 +21,7 @@ folder (settings locked), unless `--allow-files` / `allow_files=True`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -324,7 +325,9 @@ class Session:
                     run = _damaged_run_in(exc, self.warehouse, self.root) or self._search_damaged_run(sql)
                 if run is None or run.folder_key in {known.folder_key for known in self.damaged}:
                     raise _query_error(exc, self.warehouse, self.root) from None
-                self.leave_out(run)
+                # Recorded, so that v1.damaged_runs (and the next check) lists it from now on.
+                recorded = health.record_data_damage(self.warehouse, run)
+                self.leave_out(dataclasses.replace(run, recorded=recorded))
 
     def _execute(self, sql: str) -> pa.Table:
         relation = self.con.sql(sql)
@@ -444,18 +447,28 @@ def _root(warehouse: Path) -> Root:
     return Root(warehouse, _linked_root(warehouse))
 
 
+def _private_base() -> Path:
+    """<temp>/lensdb-<uid>/, created if needed: a folder of this user's alone."""
+    return Path(tempfile.gettempdir()) / f"lensdb-{_uid()}"
+
+
+def _make_private(base: Path, folder: Path) -> None:
+    """mkdir `folder` (under `base`, the private base); `base` must be this user's, and only theirs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if base.stat().st_uid != _uid():
+        raise WarehouseError(f"{base} belongs to another user; set TMPDIR to a folder of yours")
+    base.chmod(0o700)
+
+
 def _linked_root(warehouse: Path) -> Path:
     """<temp>/lensdb-<uid>/roots/<hash>/: runs -> <warehouse>/runs, lenses -> <warehouse>/lenses,
     and _schema/ of its own."""
-    base = Path(tempfile.gettempdir()) / f"lensdb-{_uid()}"
+    base = _private_base()
     folder = base / "roots" / hashlib.sha256(str(warehouse).encode("utf-8")).hexdigest()[:16]
     if not layout.glob_safe(str(folder)):
         raise WarehouseError(f"cannot read the warehouse {warehouse}: DuckDB reads no path holding a backslash (nor {folder})")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if base.stat().st_uid != _uid():
-            raise WarehouseError(f"{base} belongs to another user; set TMPDIR to a folder of yours")
-        base.chmod(0o700)
+        _make_private(base, folder)
         for name in (layout.RUNS_DIR, layout.LENSES_DIR):
             link = folder / name
             target = warehouse / name
@@ -589,7 +602,8 @@ def _confine(con, root: Root) -> None:
     """DuckDB may read the warehouse only, write no file, and not change that.
 
     DuckDB checks a glob as written (so the escaped form of the path is allowed too) and
-    each file by its real path (so a linked root's warehouse is allowed too). It cannot
+    each file by its real path (so a linked root's warehouse is allowed too, and so are the
+    real places of the warehouse's linked data folders and files). It cannot
     allow a real path holding a backslash: then the nearest folder above without one is
     allowed (the statement check still keeps the SQL from writing anything).
     """
@@ -599,10 +613,51 @@ def _confine(con, root: Root) -> None:
     if not layout.glob_safe(str(root.warehouse)):
         folders.discard(str(root.warehouse))
         folders.add(str(next(p for p in root.warehouse.parents if layout.glob_safe(str(p)))))
+    files = []
+    if not layout.is_remote(root.warehouse):
+        # Data linked from elsewhere (runs/ on another disk, say): DuckDB checks the real path.
+        for link in layout.linked_data_paths(root.warehouse):
+            real = os.path.realpath(link)
+            if layout.glob_safe(real) and os.path.isdir(real):
+                folders.add(real)
+            elif layout.glob_safe(real) and os.path.isfile(real):
+                files.append(real)
     allowed = sorted(folder.rstrip("/") + "/" for folder in folders)
+    if files:
+        attached = con.execute("SELECT current_setting('allowed_paths')").fetchone()[0] or []
+        con.execute("SET allowed_paths = ?", [sorted({*attached, *files})])
+    # DuckDB allows its temp_directory too, by default `.tmp` of the working directory (and
+    # resolves it, links included): a fresh folder of this process's own instead.
+    con.execute("SET temp_directory = ?", [_spill_directory()])
     con.execute("SET allowed_directories = ?", [allowed])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def _spill_directory() -> str:
+    """Where a confined connection spills to disk: a folder that does not exist yet under
+    <temp>/lensdb-<uid>/spill/ (DuckDB creates it when a query needs it and removes it when the
+    connection closes); "" (no spilling) where no such folder can be made."""
+    base = _private_base()
+    spill = base / "spill"
+    try:
+        _make_private(base, spill)
+        _remove_dead_spill_folders(spill)
+    except (OSError, WarehouseError):
+        return ""
+    folder = spill / f"{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(4)}"
+    return str(folder) if layout.glob_safe(str(folder)) else ""
+
+
+def _remove_dead_spill_folders(spill: Path) -> None:
+    """Spill folders that processes of this host killed outright left behind."""
+    host = socket.gethostname()
+    with os.scandir(spill) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        pid, _, rest = name.partition("@")
+        if pid.isdigit() and rest.rsplit(".", 1)[0] == host and not pid_alive(int(pid)):
+            shutil.rmtree(spill / name, ignore_errors=True)
 
 
 def warn_damaged(damaged: list[DamagedRun]) -> None:
@@ -613,7 +668,12 @@ def warn_damaged(damaged: list[DamagedRun]) -> None:
 def damaged_message(damaged: list[DamagedRun]) -> str:
     runs = "; ".join(f"run {run.run_id} ({run.model}): {run.reason}" for run in damaged)
     noun = "run is" if len(damaged) == 1 else "runs are"
-    return f"{len(damaged)} damaged {noun} left out of every view: {runs} (SELECT * FROM v1.damaged_runs)"
+    unrecorded = [run.run_id for run in damaged if not run.recorded]
+    hint = "SELECT * FROM v1.damaged_runs"
+    if unrecorded:
+        hint += (f"; this query found the damage of run {', '.join(unrecorded)} inside its files and could not record it"
+                 " (no writable run folder or cache): only queries that read those files leave it out")
+    return f"{len(damaged)} damaged {noun} left out of every view: {runs} ({hint})"
 
 
 # ------------------------------------------------------------------ queries
@@ -753,6 +813,8 @@ def _damaged_run_in(exc: Exception, warehouse: Path, root: Root) -> DamagedRun |
 
 def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exception:
     message = _first_line(exc)
+    if "Permission Error" in message and "disabled by configuration" in message:
+        return QueryError(f"{message} (lensdb query reads the warehouse only; --allow-files lifts this)")
     file_match = _FILE_IN_MESSAGE.search(str(exc))
     if file_match:
         bad = Path(file_match.group(1))
@@ -765,8 +827,6 @@ def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exceptio
         return WarehouseError(f"corrupt or unreadable Parquet file {shown}{where}: {message}")
     if "does not exist" in message and ("Table" in message or "Catalog" in message or "Macro" in message):
         return QueryError(f"{message} (see `lensdb query --list` for the views)")
-    if "Permission Error" in message and "disabled by configuration" in message:
-        return QueryError(f"{message} (lensdb query reads the warehouse only; --allow-files lifts this)")
     return QueryError(message)
 
 

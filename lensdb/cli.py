@@ -6,10 +6,13 @@ so `lensdb --help` and `lensdb query` start quickly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import textwrap
 import traceback
 import warnings
@@ -17,7 +20,7 @@ import warnings
 import click
 
 from lensdb import __version__
-from lensdb.errors import DamagedRunsWarning, LensdbError
+from lensdb.errors import DamagedRunsWarning, LensdbError, Terminated
 
 WAREHOUSE_HELP = (
     "Warehouse folder or URL (s3://bucket/prefix, gs://..., file://...; credentials from the "
@@ -44,12 +47,13 @@ class _Main(click.Group):
 
             warnings.showwarning = show
             try:
-                result = super().invoke(ctx)
+                with _terminate_as_interrupt():
+                    result = super().invoke(ctx)
             except LensdbError as exc:
                 _fail(str(exc), exc.exit_code)
-            except KeyboardInterrupt:
-                click.echo("lensdb: interrupted; nothing was committed", err=True)
-                sys.exit(130)
+            except KeyboardInterrupt as exc:
+                click.echo(f"lensdb: {_interrupted(exc)}; nothing was committed", err=True)
+                sys.exit(interrupt_exit_code(exc))
             except BrokenPipeError:
                 _quiet_stdout()  # the reader went away (| head): nothing left to say
                 sys.exit(1)
@@ -64,6 +68,35 @@ class _Main(click.Group):
         for message in pending:
             click.echo(f"lensdb: warning: {_printable(message)}", err=True)
         return result
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so that a command
+    stops as after Ctrl-C: its `finally` blocks remove what it staged. A second SIGTERM
+    while they run kills the process as by default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """128 + the signal: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
 
 
 def _fail(message: str, exit_code: int):
@@ -671,9 +704,9 @@ def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, se
     )
     try:
         result = run_train(model, text, out=out, name=name, warehouse=warehouse, settings=settings, revision=revision, progress=not quiet)
-    except KeyboardInterrupt:
-        click.echo("lensdb: interrupted; rerun the same command to resume from the last checkpoint", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        click.echo(f"lensdb: {_interrupted(exc)}; rerun the same command to resume from the last checkpoint", err=True)
+        sys.exit(interrupt_exit_code(exc))
     if not quiet:
         click.echo(_train_summary(result), err=True)
 

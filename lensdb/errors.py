@@ -37,3 +37,8 @@ class MissingDependency(LensdbError, ImportError):
 
 class TunedLensError(LensdbError):
     """A tuned lens cannot be read, trained or stored, or does not fit the model."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's, `kill`'s): raised where Ctrl-C would be, so the same cleanup runs;
+    the CLI exits with 143 (128 + SIGTERM) instead of 130."""

@@ -33,7 +33,7 @@ from lensdb.errors import LegacyFormatError, LensdbError
 from lensdb.legacy import format as fmt
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.reading import read_manifest, table_rows
-from lensdb.warehouse.writer import RunWriter, run_writer
+from lensdb.warehouse.writer import RunWriter, commit_lock, run_writer
 
 # Without a prompt_variant column, the pure CSV's blocks of one prompt id (each starting
 # again at layer 0) are these variants, in this order.
@@ -122,7 +122,8 @@ def import_legacy(folder: str | Path, warehouse: str | Path | None = None, *, fo
     warehouse_path = layout.resolve_warehouse(warehouse)
     earlier = {} if force else imported_file_hashes(warehouse_path)
     previous = [earlier.get((model.model, files_sha256(model.files))) for model in models]
-    written = iter(write_runs(warehouse_path, [prepare_run(m) for m, p in zip(models, previous) if p is None]))
+    prepared = [prepare_run(m) for m, p in zip(models, previous) if p is None]
+    written = iter(write_runs(warehouse_path, prepared, skip_imported=not force))
     return [p if p is not None else next(written) for p in previous]
 
 
@@ -138,9 +139,11 @@ def prepare_run(model: LegacyModel) -> PreparedRun:
     return PreparedRun(model=model, run_id=run_id, started=started, tables=tables)
 
 
-def write_runs(warehouse: Path, runs: list[PreparedRun]) -> list[ImportedRun]:
-    """Stage every run, then commit them one after another; if a commit fails, the runs
-    committed before it are taken back."""
+def write_runs(warehouse: Path, runs: list[PreparedRun], *, skip_imported: bool = False) -> list[ImportedRun]:
+    """Stage every run, then commit them one after another under the warehouse's commit lock;
+    if a commit fails, the runs committed before it are taken back. `skip_imported`: the
+    content check (files imported before) runs again under the lock, so that of two imports
+    of the same files at once only the first commits them; the other's entries name its runs."""
     with contextlib.ExitStack() as stack:
         writers = []
         for run in runs:
@@ -148,14 +151,22 @@ def write_runs(warehouse: Path, runs: list[PreparedRun]) -> list[ImportedRun]:
             stage_run(writer, run.tables)
             writers.append(writer)
         imported = []
-        try:
-            for writer, run in zip(writers, runs):
-                path = writer.commit(manifest_table(run.model, run.run_id, run.started, _utc_now()), schema.MANIFEST)
-                imported.append(ImportedRun(model=run.model.model, run_id=run.run_id, path=path, rows=dict(writer.rows_written)))
-        except BaseException:
-            for writer in writers:
-                writer.retract()
-            raise
+        # Object stores have no lock: there the check narrows the window, it cannot close it.
+        with contextlib.nullcontext() if layout.is_remote(warehouse) else commit_lock(warehouse):
+            earlier = imported_file_hashes(warehouse) if skip_imported else {}
+            try:
+                for writer, run in zip(writers, runs):
+                    before = earlier.get((run.model.model, files_sha256(run.model.files)))
+                    if before is not None:
+                        writer.abort()
+                        imported.append(before)
+                        continue
+                    path = writer.commit(manifest_table(run.model, run.run_id, run.started, _utc_now()), schema.MANIFEST)
+                    imported.append(ImportedRun(model=run.model.model, run_id=run.run_id, path=path, rows=dict(writer.rows_written)))
+            except BaseException:
+                for writer in writers:
+                    writer.retract()
+                raise
     return imported
 
 

@@ -23,6 +23,9 @@ MARK_STYLE = {
     "L_copy": dict(edgecolor=MARK_COLOURS["L_copy"], linestyle="--"),
     "L_semantic": dict(edgecolor=MARK_COLOURS["L_semantic"], linestyle="-"),
 }
+# Text that comes from the data (model, lens and prompt names, tokens) is drawn as it is:
+# never mathtext ('$' starts it) nor LaTeX (a matplotlibrc's text.usetex).
+PLAIN = dict(parse_math=False, usetex=False)
 FONT_FAMILY = ["DejaVu Sans"]  # extended with installed fonts that cover more scripts
 _FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans", "Noto Color Emoji", "Liberation Sans")
 
@@ -77,9 +80,9 @@ def _draw_grid(ax, grid: Grid, norm, cmap):
             value = grid.values[i][j]
             ink = "black" if math.isnan(value) else _text_colour(cmap(norm(value)))
             ax.text(j, layer, text.truncate(grid.top1[i][j], CELL_CHARS), ha="center", va="center",
-                    fontsize=fontsize, color=ink, parse_math=False, fontfamily=_fonts())
+                    fontsize=fontsize, color=ink, fontfamily=_fonts(), **PLAIN)
     ax.set_xticks(range(n_cols), [text.truncate(t, AXIS_CHARS) for t in grid.position_labels],
-                  rotation=60, ha="right", rotation_mode="anchor", fontsize=8, parse_math=False, fontfamily=_fonts())
+                  rotation=60, ha="right", rotation_mode="anchor", fontsize=8, fontfamily=_fonts(), **PLAIN)
     step = 1 if n_rows <= 48 else 2
     ax.set_yticks(grid.layers[::step])
     ax.tick_params(axis="y", labelsize=8)
@@ -99,7 +102,7 @@ def _draw_grid(ax, grid: Grid, norm, cmap):
         for tick, layer in zip(side.get_yticklabels(), sorted(right_labels)):
             tick.set_color(MARK_STYLE[right_labels[layer][-1]]["edgecolor"])
             tick.set_fontweight("bold")
-    ax.set_title(f"{grid.lens} lens   {marks_caption(grid.marks)} (last position)", fontsize=9, loc="left")
+    ax.set_title(f"{grid.lens} lens   {marks_caption(grid.marks)} (last position)", fontsize=9, loc="left", **PLAIN)
     return image
 
 
@@ -114,7 +117,7 @@ def heatmap_figure(grid: Grid):
     image = _draw_grid(ax, grid, norm, cmap)
     fig.colorbar(image, ax=ax, label=grid.metric.label, pad=0.02, fraction=0.04 if width > 8 else 0.08)
     fig.suptitle(f"{grid.run.model}   prompt {grid.prompt_id} ({grid.variant})   run {grid.run.run_id}",
-                 fontsize=10, parse_math=False)
+                 fontsize=10, **PLAIN)
     ax.set_xlabel(f"position (colour: {grid.metric.label}; text: top-1 token)")
     return fig
 
@@ -132,19 +135,29 @@ def lenses_figure(data: LensGrids):
     images = [_draw_grid(ax, g, norm, cmap) for ax, g in zip(axes[:-1], data.grids)]
     fig.colorbar(images[0], ax=list(axes[:-1]), label=data.metric.label, pad=0.02, fraction=0.04 if width > 8 else 0.08)
     lines = axes[-1]
+    handles = []
     for g in data.grids:
         last = [row[-1] for row in g.values]
-        lines.plot(g.layers, last, marker="o", markersize=3, label=g.lens, gid=f"lens:{g.lens}")
+        handles += lines.plot(g.layers, last, marker="o", markersize=3, label=g.lens, gid=f"lens:{g.lens}")
     if data.metric.log:
         lines.set_yscale("log")
     lines.set_xlabel("layer")
     lines.set_ylabel(data.metric.label)
     lines.set_title("last position, every lens", fontsize=9, loc="left")
-    lines.legend(fontsize=8)
+    _legend(lines, handles, [g.lens for g in data.grids])
     lines.grid(alpha=0.3)
     fig.suptitle(f"{data.run.model}   prompt {data.prompt_id} ({data.variant})   lenses {', '.join(g.lens for g in data.grids)}",
-                 fontsize=10, parse_math=False)
+                 fontsize=10, **PLAIN)
     return fig
+
+
+def _legend(ax, handles, labels) -> None:
+    """A legend of exactly these labels as plain text (matplotlib would drop a label that
+    starts with '_' and read '$' as mathtext)."""
+    legend = ax.legend(handles, labels, fontsize=8)
+    for text in legend.get_texts():
+        text.set_parse_math(False)
+        text.set_usetex(False)
 
 
 def curves_figure(data: Curves):
@@ -154,11 +167,13 @@ def curves_figure(data: Curves):
 
     fig = Figure(figsize=(8.5, 5.0), layout="constrained")
     ax = fig.add_subplot()
+    handles, labels = [], []
     for i, curve in enumerate(data.curves):
         line_colour = colour(i)
         x = curve.depth(data.depth)
         n = f"{curve.n_prompts} prompt{'s' if curve.n_prompts != 1 else ''}"
-        ax.plot(x, curve.median, color=line_colour, marker="o", markersize=3, label=f"{curve.label} ({n})", gid=f"median:{curve.run.run_id}")
+        labels.append(f"{curve.label} ({n})")
+        handles += ax.plot(x, curve.median, color=line_colour, marker="o", markersize=3, label=labels[-1], gid=f"median:{curve.run.run_id}")
         if curve.n_prompts > 1:
             ax.fill_between(x, curve.low, curve.high, color=line_colour, alpha=0.18, linewidth=0, gid=f"band:{curve.run.run_id}")
         if curve.l_semantic is not None:
@@ -171,10 +186,9 @@ def curves_figure(data: Curves):
     ax.set_xlabel("layer / n_layers" if data.depth == "relative" else "layer")
     ax.set_ylabel(data.metric.label)
     ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
     if any(curve.l_semantic is not None for curve in data.curves):
         handles.append(Line2D([], [], color="grey", linestyle="--"))
         labels.append("L_semantic" + (" (median over prompts)" if data.is_battery else ""))
-    ax.legend(handles, labels, fontsize=8)
-    fig.suptitle(curves_title(data), fontsize=10, parse_math=False)
+    _legend(ax, handles, labels)
+    fig.suptitle(curves_title(data), fontsize=10, **PLAIN)
     return fig

@@ -11,12 +11,18 @@ warning line per query), so that one damaged run never hides the others.
 The check is quick (about a millisecond a run): it reads each manifest, and of the other
 files their size and Parquet magic bytes (a truncated, emptied or overwritten file loses
 its footer). Damage inside a file is found when a query reads it: lensdb.query then reads
-that run's files to the end (`run_data_damage`) and leaves it out too.
+that run's files to the end (`run_data_damage`), leaves it out too, and records the finding
+(`record_data_damage`: `<run>/_damage.json`, else this user's cache), so that from then on
+this check, `v1.damaged_runs` and `lensdb runs` list the run, for as long as its files keep
+their sizes and times.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +41,16 @@ MAGIC = b"PAR1"
 _PARALLEL_FROM = 16  # runs; below this a thread pool costs more than it saves
 
 
+DAMAGE_RECORD = "_damage.json"  # in a run folder: damage a query found inside its files
+
+
 @dataclass(frozen=True)
 class DamagedRun:
     model: str  # the model id (decoded from the model= folder)
     run_id: str
     path: Path  # the run folder
     reason: str  # one line, e.g. "manifest unreadable: <why>"
+    recorded: bool = True  # False: found by a query and not recorded (the next check misses it)
 
     @property
     def folder_key(self) -> str:
@@ -56,11 +66,16 @@ def damaged_runs(warehouse) -> list[DamagedRun]:
 
         return remote.survey(warehouse).damaged
     folders = layout.run_folders(Path(warehouse))
+    recorded = user_damage_records(warehouse)
+
+    def damage(folder: layout.RunFolder) -> str | None:
+        return run_damage(folder) or recorded_damage(folder.path, recorded.get(folder.key))
+
     if len(folders) >= _PARALLEL_FROM:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            reasons = list(pool.map(run_damage, folders))
+            reasons = list(pool.map(damage, folders))
     else:
-        reasons = [run_damage(folder) for folder in folders]
+        reasons = [damage(folder) for folder in folders]
     return [
         DamagedRun(model=folder.model, run_id=folder.run_id, path=folder.path, reason=reason)
         for folder, reason in zip(folders, reasons)
@@ -87,6 +102,90 @@ def run_damage(folder: layout.RunFolder) -> str | None:
             if reason is not None:
                 return f"{table}/{path.name} {reason}"
     return None
+
+
+# ---------------------------------------------------------------- damage found by queries
+
+
+def record_data_damage(warehouse, run: DamagedRun) -> bool:
+    """Remember damage a query found inside a run's files (the quick check reads no data
+    pages), so that damaged_runs lists the run from now on: in `<run>/_damage.json`, else (a
+    folder this user cannot write, an object store) in this user's cache. The record holds
+    while every file it saw keeps its size and time. False if it could be written nowhere."""
+    record = {"run": run.folder_key, "reason": run.reason, "files": _file_signature(warehouse, run.path)}
+    if not layout.is_remote(warehouse):
+        try:
+            _write_json(Path(run.path) / DAMAGE_RECORD, record)
+            return True
+        except OSError:
+            pass
+    try:
+        records = user_damage_records(warehouse)
+        records[run.folder_key] = record
+        _write_json(_user_records_path(warehouse), records)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def recorded_damage(folder: Path, user_record: dict | None = None) -> str | None:
+    """The damage a query recorded for this run folder (in it, or `user_record`), if it still holds."""
+    try:
+        with open(Path(folder) / DAMAGE_RECORD, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        record = user_record
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict) or not record["files"]:
+        return None
+    if record["files"] != _file_signature(None, folder, only=record["files"]):
+        return None  # a file changed since: the finding no longer stands
+    reason = record.get("reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
+def user_damage_records(warehouse) -> dict[str, dict]:
+    """folder key -> record, of the findings kept in this user's cache for this warehouse."""
+    try:
+        with open(_user_records_path(warehouse), encoding="utf-8") as handle:
+            records = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _user_records_path(warehouse) -> Path:
+    from lensdb.warehouse import remote
+
+    digest = hashlib.sha256(str(warehouse).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return remote.cache_dir() / "damage" / f"{digest}.json"
+
+
+def _file_signature(warehouse, folder, only: dict | None = None) -> dict[str, list]:
+    """The run's Parquet files (or those of `only`): path relative to the run -> [size, mtime_ns]."""
+    if warehouse is not None and layout.is_remote(warehouse):
+        from lensdb.warehouse import remote
+
+        return remote.file_signature(warehouse, folder)
+    names = list(only) if only is not None else [f"{table}/{path.name}" for table in TABLES for path in _parquet_entries(Path(folder) / table)]
+    signature = {}
+    for name in names:
+        try:
+            info = os.stat(Path(folder) / name)
+        except OSError:
+            continue
+        signature[name] = [info.st_size, info.st_mtime_ns]
+    return signature
+
+
+def _write_json(path: Path, value) -> None:
+    """Write a small JSON file whole (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        temporary.write_text(json.dumps(value, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def run_data_damage(folder: Path) -> str | None:

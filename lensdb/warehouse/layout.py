@@ -178,6 +178,42 @@ def _subfolders(path: Path) -> list[os.DirEntry]:
         return []
 
 
+# The names of the data the views read, level by level below the warehouse:
+# runs/model=*/run=*/<table>/*.parquet and lenses/<name>/*.parquet.
+_DATA_LEVELS = {
+    RUNS_DIR: (lambda n: n.startswith(MODEL_PREFIX), lambda n: n.startswith(RUN_PREFIX), lambda n: not n.startswith("."), lambda n: n.endswith(".parquet")),
+    LENSES_DIR: (lambda n: not n.startswith("."), lambda n: n.endswith(".parquet")),
+}
+
+
+def linked_data_paths(warehouse: Path) -> list[Path]:
+    """The symbolic links among the warehouse's data: runs/ or lenses/ themselves, a model,
+    run or table folder, a Parquet file (data kept on another disk). Links elsewhere in the
+    warehouse (or with other names) are not data and are not listed. Listed with os.scandir,
+    following the links; never a glob."""
+    found: list[Path] = []
+
+    def visit(folder: Path, levels) -> None:
+        try:
+            with os.scandir(folder) as scan:
+                entries = [entry for entry in scan if levels[0](entry.name)]
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_symlink():
+                found.append(Path(entry.path))
+            if len(levels) > 1 and entry.is_dir(follow_symlinks=True):
+                visit(Path(entry.path), levels[1:])
+
+    for name, levels in _DATA_LEVELS.items():
+        top = warehouse / name
+        if top.is_symlink():
+            found.append(top)
+        if top.is_dir():
+            visit(top, levels)
+    return sorted(found)
+
+
 def find_run_dirs(warehouse: Path, run_id: str) -> list[Path]:
     """The folders of `run_id` under every model (a committed run id is unique: at most one)."""
     return [folder.path for folder in run_folders(warehouse) if folder.run_id == run_id]

@@ -173,26 +173,62 @@ def _modified(info: dict) -> float | None:
     return None
 
 
+def redact_url(text: str) -> str:
+    """A URL as it may be printed: without what can hold a secret (the user info
+    `key:secret@`, the query, the fragment). Text that is not a URL is returned as it is.
+
+    A secret may hold '/', '?', '#', ':' or '@' unescaped, so the parts are found from the
+    outside: everything up to the last '@' is user info, everything from the first '?' or '#'
+    query; where those overlap, or the host part holds a ':' that starts no port, only the
+    scheme is kept."""
+    match = _URL.match(text)
+    if not match:
+        return text
+    scheme, rest = text[: match.end()], text[match.end() :]
+    ends = [rest.find(char) for char in "?#" if char in rest]
+    query_at = min(ends) if ends else None
+    if "@" in rest:
+        at = rest.rfind("@")
+        if query_at is not None and at > query_at:
+            return f"{scheme}…"
+        rest = rest[at + 1 :]
+        query_at = None if query_at is None else query_at - at - 1
+    shown = rest if query_at is None else rest[:query_at]
+    host, slash, path = shown.partition("/")
+    if ":" in host and not host.rsplit(":", 1)[1].isdigit():
+        host = "…"  # `key:secret` without an '@'
+    return f"{scheme}{host}{slash}{path}" + ("" if query_at is None else "?…")
+
+
+def _holds_credentials(parts) -> bool:
+    """User info in the URL: `user@`, `user:password@`, or a `key:secret` host part (no port)."""
+    if "@" in parts.netloc or parts.password is not None:
+        return True
+    return ":" in parts.netloc and not parts.netloc.rsplit(":", 1)[1].isdigit()
+
+
 def open_url(text: str) -> Path | RemoteWarehouse:
-    """The warehouse a URL names: a local folder for file://, else a RemoteWarehouse."""
+    """The warehouse a URL names: a local folder for file://, else a RemoteWarehouse.
+    Messages show the URL through redact_url only: a refused URL may hold a secret."""
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise WarehouseError(f"file:// URLs name local folders: file:///path, not {text!r}")
-        return Path(unquote(parts.path))
-    if "@" in parts.netloc or parts.password is not None:
+    shown = redact_url(text)
+    if _holds_credentials(parts):
         raise WarehouseError(
-            f"the warehouse URL {scheme}://{parts.hostname or ''}/... holds credentials: lensdb takes them only from the "
+            f"the warehouse URL {shown} holds credentials: lensdb takes them only from the "
             "environment (AWS_* variables, profiles), so that they are never written or printed"
         )
     if parts.query or parts.fragment:
-        raise WarehouseError(f"the warehouse URL {text!r} has a query or fragment; configure the store through its environment variables")
+        raise WarehouseError(f"the warehouse URL {shown} has a query or fragment; configure the store through its environment variables")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise WarehouseError(f"the warehouse URL {shown} names another host: file:// URLs name local folders (file:///path)")
+        return Path(unquote(parts.path))
     root = f"{parts.netloc}{parts.path}".rstrip("/")
     if not parts.netloc:
-        raise WarehouseError(f"the warehouse URL {text!r} names no bucket ({scheme}://BUCKET/PREFIX)")
+        raise WarehouseError(f"the warehouse URL {shown} names no bucket ({scheme}://BUCKET/PREFIX)")
     if "\\" in root or not layout.is_utf8(root):
-        raise WarehouseError(f"the warehouse URL {text!r} holds a backslash or bytes that are not UTF-8")
+        raise WarehouseError(f"the warehouse URL {shown} holds a backslash or bytes that are not UTF-8")
     fs = _filesystem(scheme)
     return RemoteWarehouse(url=f"{scheme}://{root}", protocol=scheme, root=root, fs=fs)
 
@@ -239,9 +275,13 @@ def _reason(exc: BaseException) -> str:
 def catalog_cache(warehouse: RemoteWarehouse) -> Path:
     """The local DuckDB catalog of a remote warehouse: $LENSDB_CACHE_DIR, else
     $XDG_CACHE_HOME/lensdb, else ~/.cache/lensdb; one folder per URL."""
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lensdb")
     digest = hashlib.sha256(warehouse.url.encode("utf-8")).hexdigest()[:16]
-    return Path(base) / "catalogs" / digest / layout.CATALOG_FILE
+    return cache_dir() / "catalogs" / digest / layout.CATALOG_FILE
+
+
+def cache_dir() -> Path:
+    """lensdb's local cache of this user's: $LENSDB_CACHE_DIR, else $XDG_CACHE_HOME/lensdb, else ~/.cache/lensdb."""
+    return Path(os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lensdb"))
 
 
 # ---------------------------------------------------------------- DuckDB
@@ -334,7 +374,9 @@ class Survey:
 
 
 def survey(warehouse: RemoteWarehouse) -> Survey:
-    """Every run prefix of the warehouse, classified, from one listing and one read per manifest."""
+    """Every run prefix of the warehouse, classified, from one listing and one read per manifest
+    (and the damage queries found inside files, recorded in this user's cache)."""
+    from lensdb.warehouse import health
     from lensdb.warehouse.health import DamagedRun
 
     listing = warehouse.listing(layout.RUNS_DIR)
@@ -346,6 +388,7 @@ def survey(warehouse: RemoteWarehouse) -> Survey:
         groups.setdefault(f"{parts[1]}/{parts[2]}", {})["/".join(parts[3:])] = entry
     manifests = {key: f"{layout.RUNS_DIR}/{key}/{MANIFEST_FILE}" for key, files in groups.items() if MANIFEST_FILE in files}
     contents = warehouse.read_many(list(manifests.values()))
+    recorded = health.user_damage_records(warehouse)
     result = Survey(listing=listing)
     for key in sorted(groups):
         files = groups[key]
@@ -370,6 +413,8 @@ def survey(warehouse: RemoteWarehouse) -> Survey:
                 reason = _listed_damage(files, listed)
         elif reason is None:
             reason = _unlisted_damage(files)
+        if reason is None:
+            reason = recorded.get(folder.key, {}).get("reason") if _record_holds(recorded.get(folder.key), relative) else None
         if reason is not None:
             result.damaged.append(DamagedRun(model=folder.model, run_id=folder.run_id, path=folder.path, reason=reason))
     return result
@@ -442,6 +487,19 @@ def _required_tables(files: dict[str, Entry]) -> str | None:
     tables = {name.split("/", 1)[0] for name in files if name.endswith(".parquet")}
     missing = [table for table in REQUIRED_TABLES if table not in tables]
     return f"{missing[0]}/ missing" if missing else None
+
+
+def file_signature(warehouse: RemoteWarehouse, folder: PurePosixPath) -> dict[str, list]:
+    """The run's files as one listing shows them: path relative to the warehouse -> [size, time]."""
+    prefix = warehouse.relative(str(folder))
+    return {rel: [entry.size, entry.modified] for rel, entry in sorted(warehouse.listing(prefix).items())}
+
+
+def _record_holds(record: dict | None, files: dict[str, Entry]) -> bool:
+    """A recorded finding still stands: every file it saw is there with the same size and time."""
+    if not record or not record.get("files"):
+        return False
+    return all(rel in files and [files[rel].size, files[rel].modified] == seen for rel, seen in record["files"].items())
 
 
 def run_data_damage(warehouse: RemoteWarehouse, folder: PurePosixPath) -> str | None:

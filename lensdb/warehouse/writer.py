@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -345,15 +346,28 @@ class RemoteRunWriter(RunWriter):
             pass  # unreachable store: `lensdb cleanup` removes the files later
 
 
+_held_locks = threading.local()  # the commit locks this thread holds: path -> depth
+
+
 @contextlib.contextmanager
 def commit_lock(warehouse: Path):
-    """Hold the warehouse's commit lock (blocking; released when the process dies)."""
+    """Hold the warehouse's commit lock (blocking; released when the process dies).
+    Re-entrant within a thread: a caller holding it may commit runs (which take it too)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, the check under it still runs
         yield
         return
     path = warehouse / COMMIT_LOCK
+    held = _held_locks.__dict__.setdefault("depth", {})
+    key = str(path)
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+b")
@@ -361,8 +375,10 @@ def commit_lock(warehouse: Path):
         raise WarehouseError(f"cannot lock the warehouse {warehouse} for a commit: {_why(exc)}") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        held[key] = 1
         yield
     finally:
+        held.pop(key, None)
         handle.close()  # closing releases the lock
 
 

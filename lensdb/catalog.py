@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
-from lensdb.errors import DamagedRunsWarning, MissingDependency, QueryError, WarehouseError
+from lensdb.errors import DamagedRunsWarning, MissingDependency, QueryError, WarehouseError, first_line
 from lensdb.resources import named_queries_dir, sql_dir
 from lensdb.warehouse import anchors, health, layout, remote
 from lensdb.warehouse.health import DamagedRun
@@ -689,7 +689,7 @@ def check_read_only_sql(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from None
+        raise QueryError(first_line(exc)) from None
     for statement in statements:
         kind = statement.type
         if kind == duckdb.StatementType.SELECT:
@@ -812,7 +812,7 @@ def _damaged_run_in(exc: Exception, warehouse: Path, root: Root) -> DamagedRun |
 
 
 def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exception:
-    message = _first_line(exc)
+    message = first_line(exc)
     if "Permission Error" in message and "disabled by configuration" in message:
         return QueryError(f"{message} (lensdb query reads the warehouse only; --allow-files lifts this)")
     file_match = _FILE_IN_MESSAGE.search(str(exc))
@@ -828,11 +828,6 @@ def _query_error(exc: Exception, warehouse: Path, root: Root | None) -> Exceptio
     if "does not exist" in message and ("Table" in message or "Catalog" in message or "Macro" in message):
         return QueryError(f"{message} (see `lensdb query --list` for the views)")
     return QueryError(message)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)

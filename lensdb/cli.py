@@ -20,7 +20,7 @@ import warnings
 import click
 
 from lensdb import __version__
-from lensdb.errors import DamagedRunsWarning, LensdbError, Terminated
+from lensdb.errors import DamagedRunsWarning, LensdbError, Terminated, folded
 
 WAREHOUSE_HELP = (
     "Warehouse folder or URL (s3://bucket/prefix, gs://..., file://...; credentials from the "
@@ -60,11 +60,11 @@ class _Main(click.Group):
             except OSError as exc:
                 _fail(_os_error(exc), 2)
             except (UnicodeError, MemoryError) as exc:
-                _fail(f"{type(exc).__name__}: {_one_line(exc)}", 2)
+                _fail(f"{type(exc).__name__}: {folded(exc)}", 2)
             except Exception as exc:
                 if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
                     raise
-                _fail(_one_line(exc), 2)
+                _fail(folded(exc), 2)
         for message in pending:
             click.echo(f"lensdb: warning: {_printable(message)}", err=True)
         return result
@@ -114,12 +114,8 @@ def _printable(message: str) -> str:
 
 def _os_error(exc: OSError) -> str:
     where = " and ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
-    what = exc.strerror or _one_line(exc)
+    what = exc.strerror or folded(exc)
     return f"{where}: {what}" if where else what
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _quiet_stdout() -> None:

@@ -1,4 +1,5 @@
-"""User-facing errors: each one is printed as a single line by the CLI."""
+"""User-facing errors: each one is printed as a single line by the CLI, and the helpers that
+turn another library's exception into that line."""
 
 
 class LensdbError(Exception):
@@ -42,3 +43,15 @@ class TunedLensError(LensdbError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's, `kill`'s): raised where Ctrl-C would be, so the same cleanup runs;
     the CLI exits with 143 (128 + SIGTERM) instead of 130."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (tracebacks and hints below it dropped)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def folded(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's whole message on one line (white space folded), cut at `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if limit is None else text[:limit]

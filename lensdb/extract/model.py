@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from lensdb.errors import ModelError
+from lensdb.errors import ModelError, first_line
 from lensdb.extract.device import Placement
 from lensdb.extract.lens import FINAL_NORM, POST_NORM, PRE_NORM, Norm, NormRef
 from lensdb.resources import DEMO_MODEL, demo_model_dir
@@ -94,7 +94,7 @@ def load_config(source: ModelSource):
         try:
             return AutoConfig.from_pretrained(source.load_from)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot read the config of {source.load_from}: {_first_line(exc)}") from None
+            raise ModelError(f"cannot read the config of {source.load_from}: {first_line(exc)}") from None
     try:
         return AutoConfig.from_pretrained(source.load_from, revision=source.revision, local_files_only=True)
     except (OSError, ValueError):
@@ -134,7 +134,7 @@ def _hub_error(source: ModelSource, exc: Exception) -> ModelError:
         return ModelError(f"unknown model on the Hugging Face hub: {source.load_from}")
     if names & {"LocalEntryNotFoundError", "ConnectError", "ConnectionError", "ConnectTimeout", "gaierror"}:
         return ModelError(f"cannot reach the Hugging Face hub to fetch {source.load_from}; pass a local model directory instead")
-    return ModelError(f"cannot load {source.load_from}: {_first_line(exc)}")
+    return ModelError(f"cannot load {source.load_from}: {first_line(exc)}")
 
 
 def check_causal_lm(config, source: ModelSource) -> None:
@@ -324,7 +324,7 @@ def _load_error(source: ModelSource, exc: Exception) -> ModelError:
         )
     if "offload_folder" in message:
         return ModelError(f"{source.load_from}: some weights must be re-saved for disk offload: pass --offload-folder DIR")
-    return ModelError(f"cannot load {source.load_from} with transformer-lens: {_first_line(exc)}")
+    return ModelError(f"cannot load {source.load_from} with transformer-lens: {first_line(exc)}")
 
 
 def detect_architecture(bridge, config) -> str:
@@ -459,8 +459,3 @@ def _norm_family(norm: Norm | None) -> str:
     if norm is None:
         return "None"
     return "RMSNorm" if norm.kind == "rms" else "LayerNorm"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import lensdb as lensdb_package
-from lensdb.errors import LegacyFormatError, LensdbError
+from lensdb.errors import LegacyFormatError, LensdbError, folded
 from lensdb.legacy import format as fmt
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.reading import read_manifest, table_rows
@@ -401,7 +401,7 @@ def legacy_tables(model: LegacyModel) -> dict[str, pa.Table]:
             "legacy_raw_lens_samples": pa.Table.from_pylist(raw_lens_rows(model), schema=schema.LEGACY_RAW_LENS_SAMPLES),
         }
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise LegacyFormatError(f"{model.files.json}: unexpected value ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise LegacyFormatError(f"{model.files.json}: unexpected value ({type(exc).__name__}: {folded(exc, 200)})") from None
 
 
 def prompt_rows(model: LegacyModel) -> list[dict]:
@@ -603,7 +603,7 @@ def manifest_table(model: LegacyModel, run_id: str, started: datetime, finished:
     try:
         return pa.Table.from_pylist([row], schema=schema.MANIFEST)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise LegacyFormatError(f"{model.files.json}: unexpected value in diagnostics or model_stats ({_one_line(exc)})") from None
+        raise LegacyFormatError(f"{model.files.json}: unexpected value in diagnostics or model_stats ({folded(exc, 200)})") from None
 
 
 def legacy_blocks(doc: dict) -> list[str]:
@@ -619,7 +619,3 @@ def legacy_blocks(doc: dict) -> list[str]:
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200]

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lensdb.errors import TunedLensError
+from lensdb.errors import TunedLensError, first_line
 from lensdb.extract.lens import FINAL_NORM, apply_norm
 
 CONFIG_FILE = "config.json"
@@ -113,7 +113,7 @@ def load_tuned_lens(path: str | os.PathLike, name: str | None = None) -> TunedTr
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is one line
-        raise TunedLensError(f"cannot read {params_path}: {_first_line(exc)}") from None
+        raise TunedLensError(f"cannot read {params_path}: {first_line(exc)}") from None
     weight, bias = _translators(state, config, params_path)
     return TunedTranslators(
         weight=weight,
@@ -129,7 +129,7 @@ def _read_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TunedLensError(f"cannot read {path}: {_first_line(exc)}") from None
+        raise TunedLensError(f"cannot read {path}: {first_line(exc)}") from None
     if not isinstance(config, dict):
         raise TunedLensError(f"{path} is not a tuned-lens config (not a JSON object)")
     for key in ("d_model", "num_hidden_layers"):
@@ -258,8 +258,3 @@ def write_atomic(path: Path, data: bytes) -> None:
 def zero_translators(n_layers: int, d_model: int, config: dict | None = None) -> TunedTranslators:
     """The identity lens (tuned-lens's initialisation): all translators zero."""
     return TunedTranslators(torch.zeros(n_layers, d_model, d_model), torch.zeros(n_layers, d_model), dict(config or {}))
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -30,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lensdb.errors import folded
 from lensdb.warehouse import layout
 from lensdb.warehouse.schema import TABLES
 
@@ -299,7 +300,7 @@ def _parquet_entries(table_dir: Path) -> list[Path]:
 
 
 def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """Why a file is unreadable, in one line: an OSError by its strerror."""
     if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return (text or type(exc).__name__)[:300]
+        return exc.strerror[:300]
+    return folded(exc, 300)

@@ -106,13 +106,15 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing lensdb
+sys.path.insert(1, str(BENCH_DIR))  # gpu_sampler
+
+from gpu_sampler import GpuSampler  # noqa: E402
 
 OUT_DIR = Path(os.environ.get("LENSDB_BENCH_OUT") or BENCH_DIR / "out")  # models and work folders (bench/gpu_check.sh: a temp dir)
 MODELS_DIR = OUT_DIR / "models"
 SHAPES = {"gpt2": "gpt2-small-random", "llama8b": "llama8b-random"}
 LLAMA3_VOCAB = 128_256
 DTYPES = ("float32", "float16", "bfloat16")
-GPU_SAMPLE_SECONDS = 0.25
 GPT2_TOKENIZER_DIR = REPO.parent / "shared" / "fixtures" / "models" / "gpt2-tokenizer"
 MODEL_SEED = 0
 PROMPT_SET = "capitals"
@@ -607,7 +609,7 @@ def run_lensdb_phase(args) -> dict:
 
     from lensdb.extract.engine import extract
 
-    with MemorySampler(args.device) as sampler, GpuBusySampler(args.device) as gpu:
+    with MemorySampler(args.device) as sampler, GpuSampler(enabled=args.device == "cuda") as gpu:
         start = time.perf_counter()
         summary = extract(
             args.model,
@@ -642,79 +644,6 @@ def run_lensdb_phase(args) -> dict:
         "gpu_busy": gpu.busy(summary.timings["loaded_at"], end),
         **machine_facts(args.device),
     }
-
-
-class GpuBusySampler:
-    """Utilisation of the lens GPU (cuda:0) every 250 ms: NVML through pynvml, else a
-    `nvidia-smi -lms 250` process; does nothing without CUDA."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.samples: list[tuple[float, float]] = []  # (time.perf_counter(), utilisation %)
-        self.source: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._process: subprocess.Popen | None = None
-
-    def __enter__(self) -> "GpuBusySampler":
-        if self.device != "cuda":
-            return self
-        gpu = _nvml_gpu_id(0)
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(int(gpu)) if gpu.isdigit() else pynvml.nvmlDeviceGetHandleByUUID(gpu)
-            self.source = "pynvml"
-            self._thread = threading.Thread(target=self._nvml_loop, args=(pynvml, handle), daemon=True)
-        except Exception:  # noqa: BLE001 - no pynvml or no NVML: fall back to nvidia-smi
-            if shutil.which("nvidia-smi") is None:
-                return self
-            self.source = "nvidia-smi"
-            self._process = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", gpu, "-lms", str(int(GPU_SAMPLE_SECONDS * 1000))],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )
-            self._thread = threading.Thread(target=self._smi_loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _nvml_loop(self, pynvml, handle) -> None:
-        while not self._stop.wait(GPU_SAMPLE_SECONDS):
-            self.samples.append((time.perf_counter(), float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)))
-
-    def _smi_loop(self) -> None:
-        for line in self._process.stdout:
-            try:
-                self.samples.append((time.perf_counter(), float(line.strip())))
-            except ValueError:
-                continue
-
-    def busy(self, start: float, end: float) -> dict | None:
-        """Mean utilisation and the share of idle (0 %) samples between two perf_counter marks."""
-        window = [u for t, u in self.samples if start <= t <= end]
-        if self.source is None or not window:
-            return None
-        return {
-            "share": sum(window) / (100.0 * len(window)),
-            "idle_sample_share": sum(1 for u in window if u == 0) / len(window),
-            "samples": len(window),
-            "source": self.source,
-        }
-
-
-def _nvml_gpu_id(torch_index: int) -> str:
-    """NVML's index or UUID of torch's cuda:N (CUDA_VISIBLE_DEVICES renumbers devices)."""
-    visible = [part.strip() for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
-    return visible[torch_index] if torch_index < len(visible) else str(torch_index)
 
 
 # --------------------------------------------------------------------------- phase: load

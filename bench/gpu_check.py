@@ -34,7 +34,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -42,11 +41,12 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))  # lensdb and tests/ from the checkout
-sys.path.insert(1, str(BENCH_DIR))  # extract_bench
+sys.path.insert(1, str(BENCH_DIR))  # extract_bench, gpu_sampler
+
+from gpu_sampler import GpuSampler  # noqa: E402
 
 LENSES = ("norm", "final_ln", "raw")
 PROB_TOL = 1e-5
-SAMPLE_SECONDS = 0.25
 # lensdb's runtime dependencies and what the carried wheels bring (bench/gpu_wheels.sh)
 PACKAGES = (
     "torch", "transformers", "transformer-lens", "accelerate", "psutil", "duckdb", "pyarrow", "polars",
@@ -257,94 +257,6 @@ def weights_bytes(model_dir: Path) -> int:
 
 
 # --------------------------------------------------------------------------- extract-capitals
-
-
-class GpuSampler:
-    """(time.perf_counter(), utilisation %, memory used bytes) of one GPU every 250 ms:
-    NVML through pynvml, else `nvidia-smi -lms 250`; nothing without either."""
-
-    def __init__(self, index: int = 0):
-        self.index = index
-        self.samples: list[tuple[float, float, int]] = []
-        self.source: str | None = None
-        self.problem: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._process: subprocess.Popen | None = None
-
-    def __enter__(self) -> "GpuSampler":
-        from extract_bench import _nvml_gpu_id
-
-        gpu = _nvml_gpu_id(self.index)
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(int(gpu)) if gpu.isdigit() else pynvml.nvmlDeviceGetHandleByUUID(gpu)
-            self.source = "pynvml"
-            self._thread = threading.Thread(target=self._nvml_loop, args=(pynvml, handle), daemon=True)
-        except Exception as error:  # noqa: BLE001 - no pynvml or no NVML: nvidia-smi
-            self.problem = f"pynvml: {type(error).__name__}: {error}"
-            if shutil.which("nvidia-smi") is None:
-                self.problem += "; no nvidia-smi"
-                return self
-            self.source = "nvidia-smi"
-            self._process = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-i", gpu,
-                 "-lms", str(int(SAMPLE_SECONDS * 1000))],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )
-            self._thread = threading.Thread(target=self._smi_loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _nvml_loop(self, pynvml, handle) -> None:
-        while not self._stop.wait(SAMPLE_SECONDS):
-            try:
-                util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
-                used = pynvml.nvmlDeviceGetMemoryInfo(handle).used
-            except Exception:  # noqa: BLE001 - a missed sample
-                continue
-            self.samples.append((time.perf_counter(), float(util), int(used)))
-
-    def _smi_loop(self) -> None:
-        for line in self._process.stdout:
-            try:
-                util, used = (part.strip() for part in line.split(","))
-                self.samples.append((time.perf_counter(), float(util), int(float(used)) << 20))
-            except ValueError:
-                continue
-
-    def window(self, start: float, end: float) -> dict:
-        """Busy share and memory beyond the reading at `start`, over the samples in [start, end]."""
-        inside = [s for s in self.samples if start <= s[0] <= end]
-        before = [s for s in self.samples if s[0] <= start]
-        result = {"source": self.source, "problem": self.problem, "samples": len(inside), "interval_s": SAMPLE_SECONDS,
-                  "busy_share": None, "idle_sample_share": None, "mem_at_start_bytes": None, "mem_peak_bytes": None,
-                  "mem_beyond_weights_bytes": None}
-        if not inside:
-            return result
-        base = (before[-1] if before else inside[0])[2]
-        result.update(
-            busy_share=sum(s[1] for s in inside) / (100.0 * len(inside)),
-            idle_sample_share=sum(1 for s in inside if s[1] == 0) / len(inside),
-            mem_at_start_bytes=base,
-            mem_peak_bytes=max(s[2] for s in inside),
-            mem_beyond_weights_bytes=max(s[2] for s in inside) - base,
-        )
-        return result
-
-    def series(self, origin: float) -> list[list]:
-        """Every sample as [seconds since origin, utilisation %, MiB used] (for the JSON)."""
-        return [[round(t - origin, 3), u, m >> 20] for t, u, m in self.samples]
 
 
 def cmd_extract_capitals(args) -> int:

@@ -58,10 +58,10 @@ def test_registry_loads_without_torch():
     assert set(KINDS) >= {"norm", "final_ln", "raw", "tuned"}
 
 
-def test_every_kind_has_a_lens_class():
-    from lensdb.extract.lenses import LENS_CLASSES
+def test_every_kind_is_a_lens_class_under_its_own_name():
+    from lensdb.lenses import Lens
 
-    assert set(LENS_CLASSES) == set(KINDS)
+    assert all(issubclass(cls, Lens) and cls.kind == name and cls.summary for name, cls in KINDS.items())
 
 
 class _RecordingWriter:

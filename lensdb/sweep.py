@@ -126,7 +126,7 @@ def sweep(
 def check_export_names(models: list[str], options: ExtractConfig) -> None:
     """Before any work: two models whose legacy files would have one name (the model name
     after its last '/') cannot be exported together, as `lensdb export` refuses them too."""
-    from lensdb.extract.model import resolve_source
+    from lensdb.extract.source import resolve_source
     from lensdb.legacy import format as fmt
 
     by_stem: dict[str, dict[str, str]] = {}
@@ -174,7 +174,7 @@ def _sweep_one(plan: _Plan, model: str, prefix: str) -> SweepRow:
 def _committed_run(plan: _Plan, model: str):
     """The latest committed run of `model` with the plan's hashes (its id), None, or a failed
     row when the model cannot be named at all."""
-    from lensdb.extract.model import resolve_source, resolved_revision
+    from lensdb.extract.source import resolve_source, resolved_revision
 
     try:
         source = resolve_source(model, plan.options.revision)

@@ -286,7 +286,7 @@ def test_a_local_fingerprint_covers_the_weights_content(tiny_llama, tmp_path, mo
     keeps it; a tensor rewritten in place (same size) changes it, whole-file hash or sampled."""
     import shutil
 
-    from lensdb.extract import model as model_module
+    from lensdb.extract import source as model_module
 
     if sampled:  # the sampled hash of large files, on a tiny one
         monkeypatch.setattr(model_module, "WHOLE_HASH_BYTES", 1024)

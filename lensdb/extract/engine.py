@@ -24,14 +24,7 @@ from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_str
 from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
 from lensdb.extract.config import ExtractConfig, check_model_argument
 from lensdb.extract.manifest import RunFacts, manifest_table
-from lensdb.extract.model import (
-    check_causal_lm,
-    estimate_lens_bytes,
-    estimate_weight_bytes,
-    load_config,
-    load_model,
-    resolve_source,
-)
+from lensdb.extract.model import load_model
 from lensdb.extract.pipeline import (
     LAST_LAYER_KL_FLAG_BITS,
     LAST_LAYER_KL_FLAG_BITS_HALF,
@@ -41,6 +34,7 @@ from lensdb.extract.pipeline import (
 )
 from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
+from lensdb.extract.source import check_causal_lm, estimate_lens_bytes, estimate_weight_bytes, load_config, resolve_source
 from lensdb.extract.unembedding import Unembedding, choose_unembedding_strategy
 from lensdb.lenses import build_lenses
 from lensdb.prompts import default_prompt_set, load_prompt_set

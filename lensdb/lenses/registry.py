@@ -16,8 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from lensdb.lenses.specs import LensSpec
-
 KINDS: dict[str, type["Lens"]] = {}  # kind name -> its class, in registration order
 
 
@@ -55,17 +53,17 @@ class Lens:
     def norm_at(layer: int, n_layers: int, architecture: str) -> NormRef | None:
         raise NotImplementedError
 
-    def __init__(self, spec: "LensSpec", model):
+    def __init__(self, spec, model):
         self.spec = spec
         self.name = spec.name
         self.model = model
 
     @classmethod
-    def build(cls, spec: "LensSpec", model, warehouse=None) -> "Lens":
+    def build(cls, spec, model, warehouse=None) -> "Lens":
         return cls(spec, model)
 
     @classmethod
-    def identity(cls, spec: "LensSpec", warehouse) -> LensIdentity:
+    def identity(cls, spec, warehouse) -> LensIdentity:
         return LensIdentity(spec.name, spec.kind)
 
     def norm_ref(self, layer: int) -> NormRef | None:

@@ -134,7 +134,7 @@ class ExtractConfig:
                 raise LensdbError(f"--model-name: {exc}") from None
         if self.run_id is not None:
             layout.check_run_id(self.run_id)
-        self.reference  # noqa: B018 - among the lenses
+        reference_lens(self.lenses, self.reference_lens)  # raises unless --reference-lens is among the lenses
         for config_field in fields(self):
             opt, value = option_of(config_field), getattr(self, config_field.name)
             if value is None or opt.flag is None:

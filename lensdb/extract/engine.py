@@ -1,7 +1,8 @@
 """`extract`: run a prompt set through a model and commit every lens record as one run.
 
 This module only orders the stages (see pipeline.py for the data flow):
-check the options (config.py: ExtractConfig) -> load the model (model.py) -> build the lenses (lenses.py) ->
+check the options (config.py: ExtractConfig) -> load the model (source.py, model.py) -> build
+the lenses (lensdb/lenses) ->
 prepare prompts and batches (batches.py) -> run the batches (pipeline.py), the writer
 thread (sink.py) writing Parquet into staging -> manifest -> atomic commit.
 Under torchrun, ranks share the batches and rank 0 commits once (distributed.py).

@@ -2,7 +2,7 @@
 
     batches (batches.py)  prompts -> token ids, gold, batches of rows
     capture (capture.py)  one forward pass per batch: residuals of every layer, final logits
-    lens    (lenses.py)   residuals of a chunk of layers x rows -> logits of every lens
+    lens    (lensdb/lenses) residuals of a chunk of layers x rows -> logits of every lens
     stats   (stats.py)    logits -> entropy, top-k, gold ranks, KL, cosine (on the device)
     records (records.py)  statistics -> Arrow record batches
     writer  (sink.py)     Arrow -> Parquet, on a thread of its own (warehouse/writer.py)

@@ -35,6 +35,8 @@ def click_option(config_field):
     default = None if config_field.default is MISSING else config_field.default
     if opt.is_flag:
         settings["is_flag"] = True
+    elif opt.multiple:
+        settings["multiple"] = True
     elif default is not None:
         settings["default"] = opt.as_text(default) if not isinstance(default, (int, float)) else default
     if opt.show_default:

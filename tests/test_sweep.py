@@ -119,6 +119,28 @@ def test_the_recorded_fields_are_the_settings_hash():
     assert recorded == {f.name for f in dataclasses.fields(RecordSettings)}
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"top_k": 0}, "--top-k must be at least 1"),
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
+        ({"dtype": "float64"}, "--dtype float64: choose auto, float32, float16 or bfloat16"),
+        ({"unembed": "half"}, "--unembed half: choose auto, float32 or split"),
+        ({"lenses": "norm", "reference_lens": "raw"}, "--reference-lens raw is not among the run's lenses (norm)"),
+        ({"lenses": "logit"}, "unknown lens logit"),
+        ({"run_id": "../up"}, "invalid run id"),
+        ({"seed": 2**64}, "is outside 64 bits"),
+    ],
+)
+def test_a_bad_config_is_one_line_when_it_is_built(options, message):
+    """The library's checks are the config's: the same one-line errors as the command line's."""
+    from lensdb.errors import LensdbError
+
+    with pytest.raises(LensdbError) as caught:
+        ExtractConfig(**options)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_settings_hash_is_the_sha256_of_the_canonical_settings(tmp_path):
     settings = ExtractConfig(lenses="norm,x=raw", top_k=5).record_settings(tmp_path)
     canonical = (

@@ -9,10 +9,13 @@ Everything else is generated from the fields:
     lensdb.extract(model, ...) keywords build a config (ExtractConfig.from_keywords)
     the settings hash          config.record_settings(): the fields marked `records`
 
-Adding an option is one field here: `option(...)` says its flag (None: library only), its
-help as --help shows it, `records=True` when it changes the records (then RecordSettings
-in lensdb/run_settings.py gets a field of the same name), `per_run=True` when it names
-one run (a sweep refuses it). The engine reads it as `config.<name>`.
+Adding an option is one field here: `option(flag, default, help, ...)` says its flag
+(None: library only), its help as --help shows it, its type (choices, minimum, number,
+is_flag, multiple for a repeatable flag with a tuple value, folder), `records=True` when it
+changes the records (then RecordSettings in lensdb/run_settings.py gets a field of the same
+name; tests/test_sweep.py checks the two agree), `per_run=True` when it names one run (a
+sweep refuses it). The engine reads it as `config.<name>`; tests/test_sweep.py's GIVEN
+needs a non-default value for it, to check that a sweep passes it on.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Option:
     minimum: int | None = None
     number: bool = False  # an integer (click INTEGER)
     is_flag: bool = False
+    multiple: bool = False  # repeatable: the value is a tuple, one item per use of the flag
     show_default: bool = False
     folder: bool = False  # a folder path (click.Path(file_okay=False))
     per_run: bool = False  # names one run: a sweep refuses it
@@ -139,10 +143,11 @@ class ExtractConfig:
             opt, value = option_of(config_field), getattr(self, config_field.name)
             if value is None or opt.flag is None:
                 continue
-            if opt.minimum is not None and value < opt.minimum:
-                raise LensdbError(f"{opt.flag} must be at least {opt.minimum}")
-            if opt.choices is not None and value not in opt.choices:
-                raise LensdbError(f"{opt.flag} {value}: choose {', '.join(opt.choices[:-1])} or {opt.choices[-1]}")
+            for item in value if opt.multiple else (value,):
+                if opt.minimum is not None and item < opt.minimum:
+                    raise LensdbError(f"{opt.flag} must be at least {opt.minimum}")
+                if opt.choices is not None and item not in opt.choices:
+                    raise LensdbError(f"{opt.flag} {item}: choose {', '.join(opt.choices[:-1])} or {opt.choices[-1]}")
 
     @property
     def reference(self) -> str | None:
@@ -173,6 +178,8 @@ class ExtractConfig:
                     raise LensdbError(f"{opt.flag or config_field.name} {what}")
             elif opt.is_flag:
                 args += [opt.flag] if value else []
+            elif opt.multiple:
+                args += [text for item in value for text in (opt.flag, opt.as_text(item))]
             elif value is not None:
                 if isinstance(value, dict):
                     raise LensdbError(f"{opt.flag}: a sweep passes options as text (give a file, not a dict)")

@@ -20,7 +20,9 @@ import warnings
 import click
 
 from lensdb import __version__
+from lensdb.cli_options import config_options
 from lensdb.errors import DamagedRunsWarning, LensdbError, Terminated, folded
+from lensdb.extract.config import DEVICES, DTYPES, ExtractConfig, option_of
 
 WAREHOUSE_HELP = (
     "Warehouse folder or URL (s3://bucket/prefix, gs://..., file://...; credentials from the "
@@ -144,34 +146,14 @@ def main():
     """
 
 
-def _lens_specs(ctx, param, value: str):
-    from lensdb.lenses import parse_lens_specs
-
-    return parse_lens_specs(value)  # a bad lens is a one-line LensdbError, like every bad input
-
-
 @main.command()
 @click.argument("model")
 @click.option("--prompts", "prompts", help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file [default: seed; stories for demo].")
 @click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@click.option("--lens", "lenses", default="norm,final_ln,raw", show_default=True, callback=_lens_specs, help="Comma list of lenses: norm (architecture-aware), final_ln (final norm at every layer), raw (no norm), tuned:DIR or tuned:NAME (a tuned lens: a folder in the tuned-lens format, or one stored with `lensdb train-lens --name`); ALIAS=tuned:... names the records.")
-@click.option("--reference-lens", help="The lens every other lens is compared with (kl_vs_norm_bits) [default: norm, when in the run].")
-@click.option("--unembed", type=click.Choice(["auto", "float32", "split"]), default="auto", show_default=True, help="Unembedding precision strategy: float32 matmuls, or split (half-precision models on CUDA: float32 products from tensor-core matmuls). auto: split on CUDA for float16/bfloat16 models.")
-@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True, help="Top tokens kept per record.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="auto: one GPU, else all GPUs, else mps, else cpu (with disk offload if host memory is short), by a conservative memory-fit estimate; it says what it chose.")
-@click.option("--device-map", metavar="auto|balanced|FILE.json", help="Spread the model over devices: auto or balanced (accelerate's strategies, over all GPUs, or CPU and disk with --device cpu), or a JSON file {module: device}.")
-@click.option("--max-memory", metavar="DEVICE=SIZE,...", help="Memory budgets per device, e.g. 0=75GiB,1=75GiB or cpu=200GiB (GPU index, cpu, mps, disk; B, KB/MB/GB, KiB/MiB/GiB); weights beyond the CPU budget go to disk.")
-@click.option("--offload-folder", metavar="DIR", type=click.Path(file_okay=False), help="Folder for disk-offloaded weights that must be re-saved (non-safetensors checkpoints).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="auto: CUDA float16 (Gemma bfloat16), MPS float16, CPU float32 (bfloat16 above ~30B parameters).")
-@click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass [default: 8 on CPU and MPS, 32 on CUDA].")
-@click.option("--keep-residuals", is_flag=True, help="Also store every residual vector (its own table, model dtype).")
-@click.option("--run-id", help="Id of the new run [default: UTC time and a random suffix].")
-@click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")
-@click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...).")
-@click.option("--quiet", is_flag=True, help="No progress bar; print only the run id.")
-def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
+@config_options(ExtractConfig, before={"quiet": [
+    click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...)."),
+]})  # fmt: skip
+def extract(model, prompts, warehouse, as_json, **options):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id, a local model directory, or `demo`: the small
@@ -193,32 +175,13 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
     """
     from lensdb.extract.engine import extract as run_extract
 
-    summary = run_extract(
-        model,
-        prompts=prompts,
-        warehouse=warehouse,
-        lenses=lenses,
-        reference=reference_lens,
-        unembed=unembed,
-        top_k=top_k,
-        device=device,
-        device_map=device_map,
-        max_memory=max_memory,
-        offload_folder=offload_folder,
-        dtype=dtype,
-        revision=revision,
-        batch_size=batch_size,
-        keep_residuals=keep_residuals,
-        run_id=run_id,
-        model_name=model_name,
-        seed=seed,
-        progress=not quiet,
-    )
+    config = ExtractConfig.from_params(options)
+    summary = run_extract(model, config, prompts=prompts, warehouse=warehouse)
     if summary.rank != 0:  # under torchrun, rank 0 speaks for the run
         return
     if as_json:
         click.echo(json.dumps(_summary_dict(summary)))
-    elif quiet:
+    elif config.quiet:
         click.echo(summary.run_id)
     else:
         click.echo(_extract_summary(summary))
@@ -667,8 +630,8 @@ def report(run_ids, models, lens, out, warehouse, latest):
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per forward pass [default: by memory].")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True, help="Save a checkpoint every N steps; rerunning the command resumes from it.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the window order (tuned-lens's default).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True, help="As for extract.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True, help="The model's dtype, as for extract; the lens trains in float32.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="As for extract.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="The model's dtype, as for extract; the lens trains in float32.")
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, seq_len, batch_size, checkpoint_every, seed, device, dtype, revision, quiet):
@@ -753,35 +716,18 @@ def sweep(models_file, prompts, warehouse, export_dir, extract_options):
         sys.exit(1)
 
 
-def _sweep_options(arguments):
+def _sweep_options(arguments) -> ExtractConfig:
     """The sweep's extract options, parsed and checked by `lensdb extract`'s own parser."""
-    from lensdb.sweep import ExtractOptions
-
     try:
         # main's settings: click keeps the help option of the first context it made for a command
         with extract.make_context("lensdb extract", ["MODEL", *arguments], **main.context_settings) as context:
             params = context.params
     except click.UsageError as exc:
         raise click.UsageError(f"extract option: {exc.format_message()}") from None
-    for name, flag in (("run_id", "--run-id"), ("model_name", "--model-name")):
-        if params.get(name):
-            raise click.UsageError(f"{flag} names one run; a sweep extracts several models")
-    return ExtractOptions(
-        lenses=",".join(str(spec) for spec in params["lenses"]),
-        reference_lens=params["reference_lens"],
-        unembed=params["unembed"],
-        top_k=params["top_k"],
-        device=params["device"],
-        dtype=params["dtype"],
-        revision=params["revision"],
-        batch_size=params["batch_size"],
-        keep_residuals=params["keep_residuals"],
-        seed=params["seed"],
-        quiet=params["quiet"],
-        device_map=params["device_map"],
-        max_memory=params["max_memory"],
-        offload_folder=params["offload_folder"],
-    )
+    for config_field in dataclasses.fields(ExtractConfig):
+        if option_of(config_field).per_run and params.get(config_field.name):
+            raise click.UsageError(f"{option_of(config_field).flag} names one run; a sweep extracts several models")
+    return ExtractConfig.from_params(params)
 
 
 if __name__ == "__main__":  # pragma: no cover

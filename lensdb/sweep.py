@@ -2,7 +2,8 @@
 
     lensdb sweep MODELS.txt --prompts capitals [extract options] [--export DIR]
 
-Every model runs as `python -m lensdb extract MODEL ...` with its progress streamed through,
+Every model runs as `python -m lensdb extract MODEL ...` with the sweep's ExtractConfig
+(lensdb/extract/config.py) as its options (config.to_args()), its progress streamed through,
 so a model's memory is returned before the next one loads. A model that already has a
 committed run of the same prompt set (prompt_set_sha256) and the same settings
 (settings_sha256, lensdb/run_settings.py) is skipped: a sweep that crashed or was killed
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import hashlib
 import os
 import signal
 import subprocess
@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import TextIO
 
 from lensdb.errors import LensdbError, ModelError
-from lensdb.lenses import DEFAULT_LENSES, LensSpec, parse_lens_specs, reference_lens
-from lensdb.run_settings import LensIdentity, RecordSettings
+from lensdb.extract.config import ExtractConfig
 from lensdb.warehouse import layout
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-TUNED_STORE_DIR = "lenses"  # lensdb/tuned/store.py: <warehouse>/lenses/<name>/params.pt
 NOTE_WIDTH = 60  # a failed model's reason, cut to keep the table on one screen
 
 
@@ -44,58 +42,6 @@ class SweepInterrupted(LensdbError):
     """Ctrl-C during a sweep: the models already done stay committed."""
 
     exit_code = 130
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """The `lensdb extract` options a sweep gives every model (defaults: extract's)."""
-
-    lenses: str = ",".join(DEFAULT_LENSES)
-    reference_lens: str | None = None
-    unembed: str = "auto"
-    top_k: int = 20
-    device: str = "auto"
-    dtype: str = "auto"
-    revision: str | None = None
-    batch_size: int | None = None
-    keep_residuals: bool = False
-    seed: int = 316
-    quiet: bool = False
-    device_map: str | None = None
-    max_memory: str | None = None
-    offload_folder: str | None = None
-
-    def args(self) -> list[str]:
-        """The options as `lensdb extract` arguments."""
-        args = ["--lens", self.lenses, "--unembed", self.unembed, "--top-k", str(self.top_k)]
-        args += ["--device", self.device, "--dtype", self.dtype, "--seed", str(self.seed)]
-        if self.reference_lens:
-            args += ["--reference-lens", self.reference_lens]
-        if self.revision:
-            args += ["--revision", self.revision]
-        if self.batch_size:
-            args += ["--batch-size", str(self.batch_size)]
-        if self.keep_residuals:
-            args.append("--keep-residuals")
-        for flag, value in (("--device-map", self.device_map), ("--max-memory", self.max_memory), ("--offload-folder", self.offload_folder)):
-            if value:
-                args += [flag, value]
-        if self.quiet:
-            args.append("--quiet")
-        return args
-
-    def record_settings(self, warehouse: Path) -> RecordSettings:
-        """The settings an extract with these options records (manifest.settings_sha256)."""
-        specs = parse_lens_specs(self.lenses)
-        return RecordSettings(
-            lenses=tuple(_lens_identity(spec, warehouse) for spec in specs),
-            reference_lens=reference_lens(specs, self.reference_lens),
-            top_k=self.top_k,
-            dtype=self.dtype,
-            revision=self.revision,
-            unembed=self.unembed,
-            keep_residuals=self.keep_residuals,
-        )
 
 
 @dataclass
@@ -138,7 +84,7 @@ def sweep(
     *,
     prompts: str | os.PathLike = "seed",
     warehouse: str | os.PathLike | None = None,
-    options: ExtractOptions = ExtractOptions(),
+    options: ExtractConfig = ExtractConfig(),
     export_dir: str | os.PathLike | None = None,
     log: TextIO | None = None,
 ) -> list[SweepRow]:
@@ -177,10 +123,10 @@ def sweep(
     return rows
 
 
-def check_export_names(models: list[str], options: ExtractOptions) -> None:
+def check_export_names(models: list[str], options: ExtractConfig) -> None:
     """Before any work: two models whose legacy files would have one name (the model name
     after its last '/') cannot be exported together, as `lensdb export` refuses them too."""
-    from lensdb.extract.model import resolve_source
+    from lensdb.extract.source import resolve_source
     from lensdb.legacy import format as fmt
 
     by_stem: dict[str, dict[str, str]] = {}
@@ -206,7 +152,7 @@ class _Plan:
     prompts: str | os.PathLike
     prompt_set_sha256: str
     warehouse: Path
-    options: ExtractOptions
+    options: ExtractConfig
     log: TextIO
     settings_sha256: str = ""
 
@@ -228,7 +174,7 @@ def _sweep_one(plan: _Plan, model: str, prefix: str) -> SweepRow:
 def _committed_run(plan: _Plan, model: str):
     """The latest committed run of `model` with the plan's hashes (its id), None, or a failed
     row when the model cannot be named at all."""
-    from lensdb.extract.model import resolve_source, resolved_revision
+    from lensdb.extract.source import resolve_source, resolved_revision
 
     try:
         source = resolve_source(model, plan.options.revision)
@@ -259,7 +205,7 @@ def _runs(warehouse: Path) -> list[dict]:
 def _extract_one(plan: _Plan, model: str) -> SweepRow:
     run_id = layout.new_run_id()
     command = [sys.executable, "-m", "lensdb", "extract", model, "--prompts", str(plan.prompts), "--warehouse", str(plan.warehouse)]
-    command += ["--run-id", run_id, *plan.options.args()]
+    command += ["--run-id", run_id, *plan.options.to_args()]
     started = time.perf_counter()
     returncode, error_line = run_streaming(command, plan.log)
     seconds = time.perf_counter() - started
@@ -380,11 +326,11 @@ def _fill_records(warehouse: Path, rows: list[SweepRow]) -> None:
             row.records = counts.get(row.run_id, 0)
 
 
-def _export(rows: list[SweepRow], warehouse: Path, export_dir: Path, options: ExtractOptions) -> None:
+def _export(rows: list[SweepRow], warehouse: Path, export_dir: Path, options: ExtractConfig) -> None:
     """The legacy files of every model's run (done or skipped), as `lensdb export --run`."""
     from lensdb.legacy.export import export
 
-    names = [spec.name for spec in parse_lens_specs(options.lenses)]
+    names = [spec.name for spec in options.lenses]
     lens = "norm" if "norm" in names else names[0]
     for row in rows:
         if row.run_id is None:
@@ -422,19 +368,6 @@ def format_table(rows: list[SweepRow]) -> str:
 
 def _cut(note: str) -> str:
     return note if len(note) <= NOTE_WIDTH else note[: NOTE_WIDTH - 1] + "…"
-
-
-def _lens_identity(spec: LensSpec, warehouse: Path) -> LensIdentity:
-    """A lens as the manifest identifies it; a tuned lens by the sha256 of its params.pt (the
-    tuned-lens format's content hash), read from the folder or the warehouse's lens store."""
-    if spec.kind != "tuned":
-        return LensIdentity(spec.name, spec.kind)
-    folder = Path(spec.argument).expanduser()
-    if not folder.is_dir() and not layout.is_remote(warehouse):
-        folder = warehouse / TUNED_STORE_DIR / spec.argument
-    params = folder / "params.pt"
-    sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None
-    return LensIdentity(spec.name, spec.kind, sha256)
 
 
 def _say(log: TextIO, text: str) -> None:

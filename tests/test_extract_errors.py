@@ -62,7 +62,7 @@ def test_unknown_hub_id(warehouse, offline_cache, monkeypatch):
             return real(name, *args, **kwargs)
         raise OSError(f"{name} is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'")
 
-    monkeypatch.setattr("lensdb.extract.model._check_hub_reachable", lambda model: None)
+    monkeypatch.setattr("lensdb.extract.source._check_hub_reachable", lambda model: None)
     monkeypatch.setattr(AutoConfig, "from_pretrained", from_pretrained)
     result = run_cli("extract", "no-such-org/no-such-model", "--warehouse", str(warehouse))
     assert_one_line_error(result, "unknown model on the Hugging Face hub: no-such-org/no-such-model")

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import lensdb
-from lensdb.extract.options import SEED_MAX, SEED_MIN, check_extract_options
+from lensdb.extract.config import SEED_MAX, SEED_MIN, check_extract_options
 from lensdb.errors import LensdbError
 from lensdb.warehouse import layout
 from tests import warehouse_fixtures as wf
@@ -297,5 +297,5 @@ def test_the_options_check_needs_no_torch():
     with pytest.raises(LensdbError, match="outside 64 bits"):
         check_extract_options(model="m", model_name=None, seed=-(2**63) - 1, run_id=None)
     assert "torch" not in subprocess.run(
-        [sys.executable, "-c", "import sys, lensdb.extract.options; print(' '.join(sys.modules))"], capture_output=True, text=True, env=ENV
+        [sys.executable, "-c", "import sys, lensdb.extract.config; print(' '.join(sys.modules))"], capture_output=True, text=True, env=ENV
     ).stdout.split()

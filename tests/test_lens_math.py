@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lensdb.extract import lens
-from lensdb.extract.lenses import FinalNormLens, NormLens, Unembedding
-from lensdb.lenses import LensSpec
+from lensdb.extract.unembedding import Unembedding
+from lensdb.lenses import FinalNormLens, LensSpec, NormLens, norm_for
 from lensdb.extract.stats import NO_TOKEN, chunk_statistics, head_consistency, kl_bits
 
 
@@ -25,17 +25,17 @@ from lensdb.extract.stats import NO_TOKEN, chunk_statistics, head_consistency, k
     ],
 )
 def test_norm_lens_selection(architecture, layer, expected):
-    assert lens.norm_for("norm", layer, 4, architecture) == expected
+    assert norm_for("norm", layer, 4, architecture) == expected
 
 
 def test_other_lenses_ignore_architecture():
     for architecture in ("pre_norm", "post_norm"):
-        assert [lens.norm_for("final_ln", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
-        assert [lens.norm_for("raw", i, 4, architecture) for i in range(5)] == [None] * 5
+        assert [norm_for("final_ln", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
+        assert [norm_for("raw", i, 4, architecture) for i in range(5)] == [None] * 5
         # a tuned lens translates first, then applies the final norm like final_ln
-        assert [lens.norm_for("tuned", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
+        assert [norm_for("tuned", i, 4, architecture) for i in range(5)] == [("final", -1)] * 5
     with pytest.raises(ValueError):
-        lens.norm_for("logit", 0, 4, "pre_norm")
+        norm_for("logit", 0, 4, "pre_norm")
 
 
 def test_rms_norm_has_epsilon_inside_the_square_root():

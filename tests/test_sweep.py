@@ -4,6 +4,7 @@ the third; `--export` equals `lensdb export --run` of every run."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -19,7 +20,8 @@ import pytest
 
 from lensdb.extract import engine
 from lensdb.run_settings import LensIdentity, RecordSettings
-from lensdb.sweep import ExtractOptions, read_models_file, run_streaming
+from lensdb.extract.config import ExtractConfig, option_of
+from lensdb.sweep import read_models_file, run_streaming
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.conftest import rewrite_tensor_in_place
 
@@ -68,56 +70,93 @@ def test_models_file_lines_comments_and_blanks(tmp_path):
 def test_extract_options_round_trip_through_extracts_parser():
     from lensdb.cli import _sweep_options
 
-    options = ExtractOptions(
+    options = ExtractConfig(
         lenses="norm,raw", reference_lens="raw", unembed="float32", top_k=7, device="cpu", dtype="float16",
         revision="v1", batch_size=3, keep_residuals=True, seed=5, quiet=True,
     )
-    assert _sweep_options(options.args()) == options
-    assert _sweep_options([]) == ExtractOptions()  # the sweep's defaults are extract's
+    assert _sweep_options(options.to_args()) == options
+    assert _sweep_options([]) == ExtractConfig()  # the sweep's defaults are extract's
     result = run_cli("sweep", "models.txt", "--run-id", "x")
     assert result.exit_code == 2 and "--run-id names one run" in result.stderr
     result = run_cli("sweep", "models.txt", "--no-such-option")
     assert result.exit_code == 2 and "extract option: No such option '--no-such-option'" in result.stderr
 
 
-# Options the sweep sets itself or refuses; every other extract option must reach each model.
-SWEEP_OWN = {"model", "prompts", "warehouse", "run_id", "model_name", "as_json"}
+# Fields of the config that a sweep refuses (they name one run), and extract's own parameters
+# beside the config: the sweep sets them itself or they only shape extract's output.
+PER_RUN = {f.name for f in dataclasses.fields(ExtractConfig) if option_of(f).per_run}
+SWEEP_OWN = {"model", "prompts", "warehouse", "as_json"} | PER_RUN
+# A value other than the default for each option a sweep passes on.
+GIVEN = {"lenses": "norm,raw", "reference_lens": "raw", "unembed": "float32", "top_k": "7", "device": "cpu",
+         "device_map": "balanced", "max_memory": "cpu=2GiB", "offload_folder": "{tmp}", "dtype": "float16", "revision": "v1",
+         "batch_size": "3", "keep_residuals": True, "seed": "5", "quiet": True}
 
 
 def test_every_extract_option_reaches_the_models_extract(tmp_path):
-    """Given to the sweep, each extract option comes out of ExtractOptions.args() as given
-    (--device-map, --max-memory and --offload-folder were once parsed and dropped)."""
+    """Given to the sweep, each field of ExtractConfig with a flag comes out of to_args() as
+    given (--device-map, --max-memory and --offload-folder were once parsed and dropped)."""
     from lensdb.cli import _sweep_options, extract, main
 
-    given = ["--lens", "norm,raw", "--reference-lens", "raw", "--unembed", "float32", "--top-k", "7",
-             "--device", "cpu", "--device-map", "balanced", "--max-memory", "cpu=2GiB", "--offload-folder", str(tmp_path),
-             "--dtype", "float16", "--revision", "v1", "--batch-size", "3", "--keep-residuals", "--seed", "5", "--quiet"]
+    passed_on = [f for f in dataclasses.fields(ExtractConfig) if option_of(f).flag is not None and f.name not in PER_RUN]
+    assert sorted(GIVEN) == sorted(f.name for f in passed_on), "a new option needs a non-default value in GIVEN"
+    given = []
+    for config_field in passed_on:
+        value = GIVEN[config_field.name]
+        given += [option_of(config_field).flag] + ([] if value is True else [value.format(tmp=tmp_path)])
     with extract.make_context("lensdb extract", ["MODEL", *given], **main.context_settings) as context:
         expected = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
     defaults = {p.name: p.default for p in extract.params}
     assert sorted(expected) == sorted(p.name for p in extract.params if p.name not in SWEEP_OWN)
     assert all(expected[name] != defaults[name] for name in expected), "give every option a non-default value"
-    with extract.make_context("lensdb extract", ["MODEL", *_sweep_options(given).args()], **main.context_settings) as context:
+    with extract.make_context("lensdb extract", ["MODEL", *_sweep_options(given).to_args()], **main.context_settings) as context:
         passed = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
     assert passed == expected
 
 
+def test_the_recorded_fields_are_the_settings_hash():
+    """Each option marked `records` in the config is a field of RecordSettings, and only those."""
+    recorded = {f.name for f in dataclasses.fields(ExtractConfig) if option_of(f).records}
+    assert recorded == {f.name for f in dataclasses.fields(RecordSettings)}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"top_k": 0}, "--top-k must be at least 1"),
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
+        ({"dtype": "float64"}, "--dtype float64: choose auto, float32, float16 or bfloat16"),
+        ({"unembed": "half"}, "--unembed half: choose auto, float32 or split"),
+        ({"lenses": "norm", "reference_lens": "raw"}, "--reference-lens raw is not among the run's lenses (norm)"),
+        ({"lenses": "logit"}, "unknown lens logit"),
+        ({"run_id": "../up"}, "invalid run id"),
+        ({"seed": 2**64}, "is outside 64 bits"),
+    ],
+)
+def test_a_bad_config_is_one_line_when_it_is_built(options, message):
+    """The library's checks are the config's: the same one-line errors as the command line's."""
+    from lensdb.errors import LensdbError
+
+    with pytest.raises(LensdbError) as caught:
+        ExtractConfig(**options)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_settings_hash_is_the_sha256_of_the_canonical_settings(tmp_path):
-    settings = ExtractOptions(lenses="norm,x=raw", top_k=5).record_settings(tmp_path)
+    settings = ExtractConfig(lenses="norm,x=raw", top_k=5).record_settings(tmp_path)
     canonical = (
         '{"dtype":"auto","keep_residuals":false,"lenses":[{"kind":"norm","name":"norm","sha256":null},'
         '{"kind":"raw","name":"x","sha256":null}],"reference_lens":"norm","revision":null,'
         '"settings_version":1,"top_k":5,"unembed":"auto"}'
     )
     assert settings.sha256() == hashlib.sha256(canonical.encode()).hexdigest()
-    base = ExtractOptions().record_settings(tmp_path).sha256()
+    base = ExtractConfig().record_settings(tmp_path).sha256()
     for changed in (
-        ExtractOptions(top_k=5), ExtractOptions(lenses="norm,final_ln"), ExtractOptions(dtype="float16"),
-        ExtractOptions(revision="main"), ExtractOptions(unembed="float32"), ExtractOptions(keep_residuals=True),
-        ExtractOptions(reference_lens="raw"),
+        ExtractConfig(top_k=5), ExtractConfig(lenses="norm,final_ln"), ExtractConfig(dtype="float16"),
+        ExtractConfig(revision="main"), ExtractConfig(unembed="float32"), ExtractConfig(keep_residuals=True),
+        ExtractConfig(reference_lens="raw"),
     ):
         assert changed.record_settings(tmp_path).sha256() != base, changed
-    for same in (ExtractOptions(device="cpu", batch_size=3, seed=1, quiet=True), ExtractOptions(reference_lens="norm")):
+    for same in (ExtractConfig(device="cpu", batch_size=3, seed=1, quiet=True), ExtractConfig(reference_lens="norm")):
         assert same.record_settings(tmp_path).sha256() == base, same
 
 
@@ -130,7 +169,7 @@ def test_tuned_lens_is_hashed_by_content_not_path(tmp_path):
     (stored / "params.pt").write_bytes(b"weights-2")
 
     def identity(spec: str) -> LensIdentity:
-        return ExtractOptions(lenses=spec).record_settings(tmp_path / "warehouse").lenses[0]
+        return ExtractConfig(lenses=spec).record_settings(tmp_path / "warehouse").lenses[0]
 
     assert identity(f"t=tuned:{tmp_path / 'a'}") == LensIdentity("t", "tuned", hashlib.sha256(b"weights-1").hexdigest())
     assert identity(f"t=tuned:{tmp_path / 'b'}") == identity(f"t=tuned:{tmp_path / 'a'}")
@@ -141,7 +180,7 @@ def test_tuned_lens_is_hashed_by_content_not_path(tmp_path):
 def test_manifest_records_the_settings_hash_the_sweep_computes(tiny_llama, tiny_prompts, warehouse):
     summary = engine.extract(str(tiny_llama), prompts=str(tiny_prompts), warehouse=warehouse, device="cpu", batch_size=2, top_k=5, lenses="norm,raw")
     recorded = manifest(summary.path)["settings_sha256"]
-    assert recorded == ExtractOptions(lenses="norm,raw", top_k=5).record_settings(warehouse).sha256()
+    assert recorded == ExtractConfig(lenses="norm,raw", top_k=5).record_settings(warehouse).sha256()
     assert recorded == RecordSettings(
         lenses=(LensIdentity("norm", "norm"), LensIdentity("raw", "raw")), reference_lens="norm", top_k=5, dtype="auto",
         revision=None, unembed="auto", keep_residuals=False,
@@ -269,7 +308,7 @@ def test_a_local_fingerprint_covers_the_weights_content(tiny_llama, tmp_path, mo
     keeps it; a tensor rewritten in place (same size) changes it, whole-file hash or sampled."""
     import shutil
 
-    from lensdb.extract import model as model_module
+    from lensdb.extract import source as model_module
 
     if sampled:  # the sampled hash of large files, on a tiny one
         monkeypatch.setattr(model_module, "WHOLE_HASH_BYTES", 1024)

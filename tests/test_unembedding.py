@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lensdb.extract import lens
-from lensdb.extract.lenses import FinalNormLens, NormLens, RawLens, Unembedding
-from lensdb.lenses import LensSpec
+from lensdb.extract.unembedding import Unembedding
+from lensdb.lenses import FinalNormLens, LensSpec, NormLens, RawLens
 
 PROB_TOL = 1e-5
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

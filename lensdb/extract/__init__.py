@@ -4,8 +4,8 @@
 """
 
 
-def extract(model, **options):
+def extract(model, config=None, **options):
     """Run a prompt set through `model` and commit one run (see `lensdb.extract.engine.extract`)."""
     from lensdb.extract.engine import extract as run
 
-    return run(model, **options)
+    return run(model, config, **options)

@@ -1,7 +1,8 @@
 """`extract`: run a prompt set through a model and commit every lens record as one run.
 
 This module only orders the stages (see pipeline.py for the data flow):
-check the options -> load the model (model.py) -> build the lenses (lenses.py) ->
+check the options (config.py: ExtractConfig) -> load the model (source.py, model.py) -> build
+the lenses (lensdb/lenses) ->
 prepare prompts and batches (batches.py) -> run the batches (pipeline.py), the writer
 thread (sink.py) writing Parquet into staging -> manifest -> atomic commit.
 Under torchrun, ranks share the batches and rank 0 commits once (distributed.py).
@@ -22,17 +23,9 @@ from lensdb.errors import LensdbError
 from lensdb.extract import distributed
 from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_strings
 from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
-from lensdb.extract.lenses import Unembedding, build_lenses, choose_unembedding_strategy
+from lensdb.extract.config import ExtractConfig, check_model_argument
 from lensdb.extract.manifest import RunFacts, manifest_table
-from lensdb.extract.options import check_extract_options
-from lensdb.extract.model import (
-    check_causal_lm,
-    estimate_lens_bytes,
-    estimate_weight_bytes,
-    load_config,
-    load_model,
-    resolve_source,
-)
+from lensdb.extract.model import load_model
 from lensdb.extract.pipeline import (
     LAST_LAYER_KL_FLAG_BITS,
     LAST_LAYER_KL_FLAG_BITS_HALF,
@@ -42,15 +35,15 @@ from lensdb.extract.pipeline import (
 )
 from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
-from lensdb.lenses import DEFAULT_LENSES, parse_lens_specs, reference_lens
+from lensdb.extract.source import check_causal_lm, estimate_lens_bytes, estimate_weight_bytes, load_config, resolve_source
+from lensdb.extract.unembedding import Unembedding, choose_unembedding_strategy
+from lensdb.lenses import build_lenses
 from lensdb.prompts import default_prompt_set, load_prompt_set
-from lensdb.run_settings import LensIdentity, RecordSettings
+from lensdb.run_settings import LensIdentity
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
 
-DEFAULT_TOP_K = 20
 DEFAULT_BATCH_SIZE = {"cpu": 8, "mps": 8, "cuda": 32}  # prompts per forward pass, per device type
-DEFAULT_SEED = 316  # the original experiment's seed
 CHUNK_BYTES = {"cpu": 128 << 20, "gpu": 512 << 20}  # float32 logits of one chunk of layers x positions
 
 
@@ -80,57 +73,33 @@ class RunSummary:
 
 def extract(
     model: str,
+    config: ExtractConfig | None = None,
     *,
     prompts: str | Path | None = None,
     warehouse: str | Path | None = None,
-    lenses=DEFAULT_LENSES,
-    top_k: int = DEFAULT_TOP_K,
-    device: str = "auto",
-    dtype: str = "auto",
-    revision: str | None = None,
-    batch_size: int | None = None,
-    keep_residuals: bool = False,
-    run_id: str | None = None,
-    model_name: str | None = None,
-    seed: int = DEFAULT_SEED,
-    progress: bool = False,
-    chunk_bytes: int | None = None,
-    reference: str | None = None,
-    unembed: str = "auto",
-    device_map: str | dict | None = None,
-    max_memory: str | dict | None = None,
-    offload_folder: str | Path | None = None,
+    **options,
 ) -> RunSummary:
     """Extract every prompt x lens x layer x position record of `model` into the warehouse.
 
-    `lenses` is a list or comma string of lens specs (lensdb/lenses.py: norm, final_ln, raw,
-    tuned:DIR, ...); `reference` names the lens kl_vs_norm_bits compares with (default norm);
-    `unembed` is auto | float32 | split (lenses.Unembedding). `device_map` (auto, balanced,
-    a JSON file or a dict), `max_memory` ("0=75GiB,cpu=200GiB" or a dict) and
-    `offload_folder` place the weights across devices (device.choose_placement).
-    The run is written to a staging folder and committed atomically at the end; on any
-    error nothing becomes visible. Under torchrun (WORLD_SIZE > 1) every rank runs a share
-    of the batches into the same run, committed once by rank 0 (distributed.py).
+    `config` holds the options (lensdb/extract/config.py: lenses, top_k, device, dtype, ...);
+    keywords build one instead, as `lensdb.extract(model, top_k=5, lenses="norm,raw")`
+    (ExtractConfig.from_keywords: `reference` names the reference lens, and no progress bar
+    is drawn unless progress=True). The run is written to a staging folder and committed
+    atomically at the end; on any error nothing becomes visible. Under torchrun
+    (WORLD_SIZE > 1) every rank runs a share of the batches into the same run, committed
+    once by rank 0 (distributed.py).
     """
-    check_extract_options(model=model, model_name=model_name, seed=seed, run_id=run_id)
-    specs = parse_lens_specs(lenses)
-    reference = reference_lens(specs, reference)
-    if top_k < 1:
-        raise LensdbError("--top-k must be at least 1")
-    if batch_size is not None and batch_size < 1:
-        raise LensdbError("--batch-size must be at least 1")
-    if unembed not in ("auto", "float32", "split"):
-        raise LensdbError(f"--unembed {unembed}: choose auto, float32 or split")
+    check_model_argument(model)
+    if config is None:
+        config = ExtractConfig.from_keywords(**options)
+    elif options:
+        raise TypeError(f"extract() takes a config or keywords, not both (got {', '.join(options)})")
     prompt_set = load_prompt_set(default_prompt_set(model) if prompts is None else prompts)
     warehouse_path = layout.resolve_warehouse(warehouse)
-    requested_run_id = layout.check_run_id(run_id) if run_id else None
-    source = resolve_source(model, revision, model_name)
+    requested_run_id = layout.check_run_id(config.run_id) if config.run_id else None
+    source = resolve_source(model, config.revision, config.model_name)
     started = datetime.now(timezone.utc)
-    options = _Options(
-        specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed,
-        device_map, max_memory, offload_folder,
-    )
-    with distributed.from_environment(device) as ranks:
+    with distributed.from_environment(config.device) as ranks:
         writer = distributed.shared_writer(ranks, warehouse_path, source.name, requested_run_id)
         run_id = writer.run_id
         try:
@@ -138,7 +107,7 @@ def extract(
             try:
                 if not ranks.leader:
                     writer.open()  # checks that this rank sees rank 0's staging folder
-                share = _extract_share(source, prompt_set, warehouse_path, options, ranks, writer)
+                share = _extract_share(source, prompt_set, warehouse_path, config, ranks, writer)
                 if ranks.distributed:
                     writer.finish()  # every file closed before the vote
             except BaseException as exc:  # noqa: BLE001 - every rank votes, then raises
@@ -154,7 +123,7 @@ def extract(
 
             def commit():
                 facts = RunFacts(
-                    run_id, prompt_set, top_k, seed, started, datetime.now(timezone.utc), check, share.settings_sha256, ranks.world_size,
+                    run_id, prompt_set, config.top_k, config.seed, started, datetime.now(timezone.utc), check, share.settings_sha256, ranks.world_size,
                     load_seconds=share.load_seconds, load_peak_host_rss_bytes=share.load_peak_rss, peak_host_rss_bytes=peak_host_memory_bytes(),
                 )
                 path = writer.commit(manifest_table(share.ctx, facts), schema.MANIFEST)
@@ -192,27 +161,6 @@ def extract(
     )
 
 
-@dataclass(frozen=True)
-class _Options:
-    """extract()'s options, checked, as the stages need them."""
-
-    specs: tuple
-    reference: str | None
-    top_k: int
-    device: str
-    dtype: str
-    revision: str | None
-    batch_size: int | None
-    keep_residuals: bool
-    seed: int
-    progress: bool
-    chunk_bytes: int | None
-    unembed: str
-    device_map: str | dict | None
-    max_memory: str | dict | None
-    offload_folder: str | Path | None
-
-
 @dataclass
 class _Share:
     """One process's part of a run, written and closed."""
@@ -230,7 +178,7 @@ class _Share:
         return (self.ctx.check.max_kl_bits, self.ctx.check.agreeing, self.ctx.check.prompts)
 
 
-def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, ranks, writer: RunWriter) -> _Share:
+def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractConfig, ranks, writer: RunWriter) -> _Share:
     """Load the model, then run this rank's batches (all of them in a single process) into `writer`."""
     t0 = time.perf_counter()
     config = load_config(source)
@@ -255,10 +203,11 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
     if options.top_k > loaded.d_vocab:
         raise LensdbError(f"--top-k {options.top_k} exceeds the vocabulary size {loaded.d_vocab}")
     t1 = time.perf_counter()
-    lens_objects = build_lenses(options.specs, loaded, warehouse_path)
+    lens_objects = build_lenses(options.lenses, loaded, warehouse_path)
     strategy = choose_unembedding_strategy(options.unembed, loaded.unembed_weight)
     prepared = prepare_prompts(loaded, prompt_set)
-    if options.progress and ranks.leader and (options.device == "auto" or placement.single_device is None):
+    progress = not options.quiet
+    if progress and ranks.leader and (options.device == "auto" or placement.single_device is None):
         # After the input checks, so that bad input still gets one line on stderr.
         print(f"lensdb: {placement.reason}", file=sys.stderr)
     vocab = vocabulary_strings(loaded.tokenizer, loaded.d_vocab)
@@ -279,7 +228,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
         vocab=vocab,
         prompt_ids=pa.array([p.prompt.id for p in prepared], pa.string()),
         prompt_variants=pa.array([p.prompt.variant for p in prepared], pa.string()),
-        progress=options.progress and ranks.leader,
+        progress=progress and ranks.leader,
         check=LastLayerCheck(
             flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
         ),
@@ -290,15 +239,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
     with RecordSink(writer) as sink:
         run_batches(ctx, mine, sink)
         sink.close()
-    settings = RecordSettings(
-        lenses=tuple(LensIdentity(lens.name, lens.kind, lens.describe().get("sha256")) for lens in lens_objects),
-        reference_lens=options.reference,
-        top_k=options.top_k,
-        dtype=options.dtype,
-        revision=options.revision,
-        unembed=options.unembed,
-        keep_residuals=options.keep_residuals,
-    )
+    settings = options.record_settings(lenses=tuple(LensIdentity(lens.name, lens.kind, lens.describe().get("sha256")) for lens in lens_objects))
     return _Share(ctx, len(prepared), settings.sha256(), loaded_at - t0, loaded_at, t1, load_peak_rss)
 
 

@@ -1,13 +1,15 @@
-"""Lens math: which normalisation each lens applies at each layer, and the projection.
+"""Lens math: the model's norms, per-layer maps and the projection to logits.
 
-Pure tensor functions; the model only supplies the parameters. Layers are numbered
+Pure tensor functions; the model only supplies the parameters, and each lens kind
+(lensdb/lenses/kinds.py) says which norm it applies at which layer. Layers are numbered
 0..n_layers: 0 is the residual entering block 0 (embeddings, plus additive positional
 embeddings where the model has them), layer i is the residual after block i-1.
 
 | function          | does                                                                  |
 | ----------------- | --------------------------------------------------------------------- |
-| `norm_for`        | which of the model's norms a lens kind applies at a layer             |
 | `apply_norm`      | RMSNorm / LayerNorm in float32 with the model's parameters            |
+| `apply_norms`     | one norm per layer, for a lens whose norm changes with the layer       |
+| `per_layer`       | a per-layer map (a tuned lens's translators) over stacked layers       |
 | `project`         | logits = x W_U (+ b_U) in float32                                      |
 | `split_parts`     | float32 x -> half-precision parts whose sum is x to ~22-24 bits         |
 | `project_split`   | the float32 product from half-precision matmuls with float32 accumulation |
@@ -20,11 +22,7 @@ from typing import Callable, Literal
 
 import torch
 
-PRE_NORM, POST_NORM = "pre_norm", "post_norm"
-
-# A reference to one of the model's norms: ("ln1", block), ("ln2", block) or ("final", -1).
-NormRef = tuple[str, int]
-FINAL_NORM: NormRef = ("final", -1)
+from lensdb.extract.norm_refs import FINAL_NORM, POST_NORM, PRE_NORM, NormRef  # noqa: F401 - the model's norms, named
 
 
 @dataclass(frozen=True)
@@ -35,30 +33,6 @@ class Norm:
     eps: float
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
-
-
-def norm_for(lens: str, layer: int, n_layers: int, architecture: str) -> NormRef | None:
-    """The norm a lens applies to the residual at `layer` (None: no norm).
-
-    norm:     layer 0 -> block 0 ln1; pre-norm: layer i -> block i ln1 (the next block's
-              input norm), layer n_layers -> final norm; post-norm: layer i -> block i-1 ln2.
-    final_ln: the final norm at every layer (the classic logit lens); tuned lenses too,
-              after their translator.
-    raw:      no norm.
-    """
-    if lens == "raw":
-        return None
-    if lens in ("final_ln", "tuned"):
-        return FINAL_NORM
-    if lens != "norm":
-        raise ValueError(f"unknown lens {lens!r}")
-    if layer == 0:
-        return ("ln1", 0)
-    if architecture == POST_NORM:
-        return ("ln2", layer - 1)
-    if layer == n_layers:
-        return FINAL_NORM
-    return ("ln1", layer)
 
 
 def apply_norm(residual: torch.Tensor, norm: Norm | None) -> torch.Tensor:
@@ -74,6 +48,16 @@ def apply_norm(residual: torch.Tensor, norm: Norm | None) -> torch.Tensor:
     if norm.bias is not None:
         x = x + norm.bias
     return x
+
+
+def apply_norms(residuals: torch.Tensor, norms: list[Norm | None]) -> torch.Tensor:
+    """(layers, ..., d_model): layer i normalised with norms[i]."""
+    return torch.stack([apply_norm(residuals[i], norm) for i, norm in enumerate(norms)])
+
+
+def per_layer(transform: Callable[[torch.Tensor, int], torch.Tensor], residuals: torch.Tensor, layers) -> torch.Tensor:
+    """(layers, ..., d_model): transform(residuals[i], layers[i]) for each layer i."""
+    return torch.stack([transform(residuals[i], int(layer)) for i, layer in enumerate(layers)])
 
 
 def project(normalized: torch.Tensor, unembed_weight: torch.Tensor, unembed_bias: torch.Tensor | None) -> torch.Tensor:

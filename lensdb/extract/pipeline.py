@@ -2,7 +2,7 @@
 
     batches (batches.py)  prompts -> token ids, gold, batches of rows
     capture (capture.py)  one forward pass per batch: residuals of every layer, final logits
-    lens    (lenses.py)   residuals of a chunk of layers x rows -> logits of every lens
+    lens    (lensdb/lenses) residuals of a chunk of layers x rows -> logits of every lens
     stats   (stats.py)    logits -> entropy, top-k, gold ranks, KL, cosine (on the device)
     records (records.py)  statistics -> Arrow record batches
     writer  (sink.py)     Arrow -> Parquet, on a thread of its own (warehouse/writer.py)
@@ -27,9 +27,10 @@ import torch
 from lensdb.errors import ModelError
 from lensdb.extract import capture, stats as lens_stats
 from lensdb.extract.batches import Batch
-from lensdb.extract.lenses import Lens, Unembedding
 from lensdb.extract.records import consistency_table, finals_batch, records_batch, residuals_batch
 from lensdb.extract.sink import RecordSink, to_host
+from lensdb.extract.unembedding import Unembedding
+from lensdb.lenses import Lens
 from lensdb.warehouse import schema
 
 FINAL_TOP_K = 20  # the legacy final_prediction lists 20 tokens
@@ -242,8 +243,7 @@ def finals_and_consistency(ctx: RunContext, output: capture.PassOutput, batch: B
     if final_ln_key is not None:
         final_ln_logits = by_key[final_ln_key][0]
     else:
-        from lensdb.extract.lenses import FinalNormLens
-        from lensdb.lenses import LensSpec
+        from lensdb.lenses import FinalNormLens, LensSpec
 
         final_ln_logits = FinalNormLens(LensSpec("final_ln", "final_ln"), model).logits(last_residuals, last_layer, ctx.unembedding)[0]
     ctx.check.add(

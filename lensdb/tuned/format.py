@@ -192,8 +192,8 @@ def check_fits(translators: TunedTranslators, n_layers: int, d_model: int, unemb
 def lens_logits(translators: TunedTranslators, model, residual: torch.Tensor, layer: int, unembedding=None) -> torch.Tensor:
     """Float32 tuned-lens logits of `residual` (..., d_model) at `layer` for a lensdb
     `LoadedModel`: translate, the model's final norm, the unembedding (with its bias;
-    `unembedding` an extract.lenses.Unembedding, float32 by default)."""
-    from lensdb.extract.lenses import Unembedding
+    `unembedding` an extract.unembedding.Unembedding, float32 by default)."""
+    from lensdb.extract.unembedding import Unembedding
 
     normalized = apply_norm(translators.translate(residual, layer), model.norms[FINAL_NORM])
     unembedding = unembedding or Unembedding(model.unembed_weight, model.unembed_bias, "float32")

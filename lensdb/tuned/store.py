@@ -29,16 +29,15 @@ LENSES_DIR = layout.LENSES_DIR
 TRAINING_DIR = "_lens_training"
 TABLE_FILE = "lens.parquet"
 SETTINGS_FILE = "training.json"
-# Lens names end up as folder names and, in records, next to the built-in lenses.
+# Lens names end up as folder names and, in records, next to the built-in lenses: train-lens
+# also refuses the lens kinds' names (lensdb.lenses.check_not_a_kind; the lens family reads
+# this store, so the store does not import it).
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RESERVED_NAMES = ("norm", "final_ln", "raw", "tuned")
 
 
 def check_lens_name(name: str) -> str:
     if not _NAME.match(name or ""):
         raise TunedLensError(f"invalid lens name {name!r}: use letters, digits, '.', '_' and '-' (at most 64), starting with a letter or digit")
-    if name in RESERVED_NAMES:
-        raise TunedLensError(f"lens name {name!r} is taken by a built-in lens; choose another")
     return name
 
 
@@ -83,7 +82,7 @@ def resolve_tuned_spec(spec: str, warehouse: str | os.PathLike | None = None):
     warehouse_path = layout.resolve_warehouse(warehouse)
     if layout.is_remote(warehouse_path):
         raise TunedLensError(f"no tuned lens folder {spec!r}; {REMOTE_STORE}")
-    if _NAME.match(spec) and spec not in RESERVED_NAMES:
+    if _NAME.match(spec):  # train-lens stores no lens under a lens kind's name
         stored = warehouse_path / LENSES_DIR / spec
         if (stored / "config.json").is_file():
             return load_tuned_lens(stored, name=spec)

@@ -44,8 +44,9 @@ from lensdb.extract import capture
 from lensdb.extract.device import choose_device, choose_dtype
 from lensdb.extract.gold import encode
 from lensdb.extract.lens import FINAL_NORM, apply_norm
-from lensdb.extract.lenses import Unembedding
+from lensdb.extract.unembedding import Unembedding
 from lensdb.extract.model import LoadedModel, check_causal_lm, estimate_weight_bytes, load_config, load_model, resolve_source
+from lensdb.lenses import check_not_a_kind
 from lensdb.tuned import store
 from lensdb.tuned.format import CONFIG_FILE, TunedTranslators, lens_logits, unembed_hash, write_atomic
 from lensdb.warehouse import layout
@@ -419,6 +420,7 @@ def train_lens(
         raise LensdbError("give --out DIR or --name NAME (one of the two)")
     warehouse_path = layout.resolve_warehouse(warehouse) if name is not None else None
     if name is not None:
+        check_not_a_kind(name)
         target = store.stored_lens_dir(warehouse_path, name)
         if target.exists():
             raise TunedLensError(f"the warehouse already stores a lens named {name!r} ({target})")

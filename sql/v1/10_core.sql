@@ -101,7 +101,7 @@ FROM v1_base.prompts;
 --   model               the run's model
 --   prompt_id           the prompt
 --   prompt_variant      the prompt's variant
---   lens                norm, final_ln or raw
+--   lens                the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
 --   layer               0 = embeddings, i = the residual after block i-1
 --   pos                 token position in the prompt (0-based)
 --   token_id            the input token at this position

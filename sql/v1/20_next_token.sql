@@ -48,7 +48,7 @@ CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
 --   prompt_id           the prompt
 --   prompt_variant      the prompt's variant
 --   role                the prompt's role (pos, ctl, test, ...)
---   lens                norm, final_ln or raw
+--   lens                the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
 --   layer               0 = embeddings, i = the residual after block i-1
 --   pos                 the prompt's last position
 --   entropy_bits        entropy of the lens distribution, bits

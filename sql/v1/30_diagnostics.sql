@@ -13,7 +13,7 @@
 --   prompt_id           the prompt
 --   prompt_variant      the prompt's variant
 --   role                the prompt's role
---   lens                norm, final_ln or raw
+--   lens                the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
 --   L_copy              first layer with copy_collapse (NULL: never)
 --   L_copy_H            first layer with entropy_collapse
 --   L_semantic          first layer with is_answer

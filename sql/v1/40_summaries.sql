@@ -9,7 +9,7 @@
 -- columns:
 --   run_id                    the run
 --   model                     the run's model
---   lens                      norm, final_ln or raw
+--   lens                      the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
 --   prompt_id                 the control prompt
 --   prompt_variant            its variant
 --   control_of                the prompt id it is paired with
@@ -26,7 +26,7 @@ GROUP BY run_id, model, lens, prompt_id, prompt_variant, control_of;
 -- columns:
 --   run_id            the run
 --   model             the run's model
---   lens              norm, final_ln or raw
+--   lens              the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
 --   prompt_id         the prompt id
 --   ablation_variant  the variant compared with orig (e.g. no_filler)
 --   L_copy_orig       L_copy of the orig variant

@@ -92,7 +92,7 @@ GROUP BY run_id, model, prompt_id, prompt_variant;
 --   model                             the run's model
 --   prompt_id                         the prompt
 --   prompt_variant                    the prompt's variant
---   lens                              norm, final_ln or raw
+--   lens                              the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
 --   kl_to_final_bits                  KL(lens at the last layer || model head), bits
 --   top1_agree                        the lens and the head have the same top-1 token
 --   p_top1_lens                       top-1 probability of the lens

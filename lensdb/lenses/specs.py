@@ -1,17 +1,4 @@
-"""The lens family's registry: which lenses exist and how a `--lens` list is read.
-
-No torch here: the CLI reads this for its help and to check arguments before any model
-loads. The lenses themselves (residual of layer L -> logits) are classes in
-`lensdb/extract/lenses.py`, one per kind below.
-
-| kind       | written as        | what it applies before the unembedding                           |
-| ---------- | ----------------- | ---------------------------------------------------------------- |
-| `norm`     | `norm`            | the architecture-aware norm: the next block's input norm          |
-| `final_ln` | `final_ln`        | the final norm at every layer (the classic logit lens)            |
-| `raw`      | `raw`             | nothing                                                           |
-| `tuned`    | `tuned:DIR`,      | a learned affine translator per layer (tuned-lens format), then   |
-|            | `tuned:NAME`,     | the final norm; DIR is a folder with config.json and params.pt,  |
-|            | `ALIAS=tuned:...` | NAME a lens stored in the warehouse (`lensdb train-lens --name`)  |
+"""How a `--lens` list is read: specs, aliases, the reference lens. No torch here.
 
 A lens's record name (`records.lens`) is its kind, or ALIAS when given (two tuned lenses
 in one run need aliases).
@@ -22,25 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lensdb.errors import LensdbError
+from lensdb.errors import LensdbError, TunedLensError
+from lensdb.lenses.registry import KINDS
 
-
-@dataclass(frozen=True)
-class LensKind:
-    name: str
-    summary: str
-    takes_argument: bool = False
-
-
-KINDS: dict[str, LensKind] = {
-    kind.name: kind
-    for kind in (
-        LensKind("norm", "architecture-aware: each layer through the norm the next block applies"),
-        LensKind("final_ln", "the final norm at every layer (the classic logit lens)"),
-        LensKind("raw", "no norm"),
-        LensKind("tuned", "tuned:DIR or tuned:NAME: learned per-layer translators, then the final norm", takes_argument=True),
-    )
-}
 DEFAULT_LENSES = ("norm", "final_ln", "raw")
 DEFAULT_REFERENCE = "norm"  # kl_vs_norm_bits compares every lens with this one when it is in the run
 
@@ -91,10 +62,12 @@ def _parse_one(text: str) -> LensSpec:
     kind, _, argument = text.partition(":")
     kind = kind.strip()
     if kind not in KINDS:
-        raise LensdbError(f"unknown lens {kind}: choose from {', '.join(KINDS)} (tuned as tuned:DIR or tuned:NAME)")
-    if KINDS[kind].takes_argument and not argument.strip():
-        raise LensdbError(f"lens {kind} needs an argument: {kind}:DIR or {kind}:NAME")
-    if not KINDS[kind].takes_argument and argument:
+        with_arguments = ", ".join(f"{name} as {written_as(name)}" for name, cls in KINDS.items() if cls.argument is not None)
+        raise LensdbError(f"unknown lens {kind}: choose from {', '.join(KINDS)}" + (f" ({with_arguments})" if with_arguments else ""))
+    takes_argument = KINDS[kind].argument is not None
+    if takes_argument and not argument.strip():
+        raise LensdbError(f"lens {kind} needs an argument: {written_as(kind)}")
+    if not takes_argument and argument:
         raise LensdbError(f"lens {kind} takes no argument (got {kind}:{argument})")
     if alias in KINDS and alias != kind:
         raise LensdbError(f"lens alias {alias!r} is the name of another lens kind")
@@ -111,5 +84,20 @@ def reference_lens(specs: tuple[LensSpec, ...], requested: str | None = None) ->
     return DEFAULT_REFERENCE if DEFAULT_REFERENCE in names else None
 
 
-def help_table() -> str:
-    return "; ".join(f"{kind.name} ({kind.summary})" for kind in KINDS.values())
+def written_as(kind: str) -> str:
+    """`norm`; `tuned:DIR or tuned:NAME` for a kind that takes an argument."""
+    argument = KINDS[kind].argument
+    return kind if argument is None else " or ".join(f"{kind}:{part}" for part in argument.split("|"))
+
+
+def lens_option_help() -> str:
+    """extract's --lens help: every kind as it is written, with its summary."""
+    kinds = ", ".join(f"{written_as(name)} ({cls.summary})" for name, cls in KINDS.items())
+    return f"Comma list of lenses: {kinds}; ALIAS=tuned:... names the records."
+
+
+def check_not_a_kind(name: str) -> str:
+    """A stored tuned lens's name must not be a lens kind's (it would read as that kind)."""
+    if name in KINDS:
+        raise TunedLensError(f"lens name {name!r} is taken by a built-in lens; choose another")
+    return name

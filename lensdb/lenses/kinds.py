@@ -1,0 +1,106 @@
+"""The lens kinds: one registered class each (lensdb/lenses/registry.py has the interface).
+
+No torch at import: a tuned lens reads its translators (lensdb/tuned/format.py) when it is
+built on a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from lensdb.extract.norm_refs import FINAL_NORM, POST_NORM, NormRef
+from lensdb.lenses.registry import Lens, register
+from lensdb.run_settings import LensIdentity
+from lensdb.warehouse import layout
+
+
+def final_norm(layer: int, n_layers: int, architecture: str) -> NormRef:
+    return FINAL_NORM
+
+
+@register
+class NormLens(Lens):
+    """The seed experiment's architecture-aware lens: the norm the next block applies."""
+
+    kind = "norm"
+    summary = "architecture-aware"
+
+    @staticmethod
+    def norm_at(layer: int, n_layers: int, architecture: str) -> NormRef:
+        """layer 0 -> block 0 ln1; pre-norm: layer i -> block i ln1 (the next block's input
+        norm), layer n_layers -> final norm; post-norm: layer i -> block i-1 ln2."""
+        if layer == 0:
+            return ("ln1", 0)
+        if architecture == POST_NORM:
+            return ("ln2", layer - 1)
+        if layer == n_layers:
+            return FINAL_NORM
+        return ("ln1", layer)
+
+
+@register
+class FinalNormLens(Lens):
+    """The classic logit lens: the final norm at every layer."""
+
+    kind = "final_ln"
+    summary = "final norm at every layer"
+    norm_at = staticmethod(final_norm)
+
+
+@register
+class RawLens(Lens):
+    """No norm: the residual straight into the unembedding."""
+
+    kind = "raw"
+    summary = "no norm"
+
+    @staticmethod
+    def norm_at(layer: int, n_layers: int, architecture: str) -> None:
+        return None
+
+
+@register
+class TunedLens(Lens):
+    """A tuned lens (Belrose et al., 2023): h + A_l h + b_l, then the final norm and the unembedding.
+
+    The translators come in the tuned-lens project's format (lensdb/tuned/format.py); the
+    last layer's translator is the identity, so there the tuned lens equals final_ln.
+    """
+
+    kind = "tuned"
+    summary = "a tuned lens: a folder in the tuned-lens format, or one stored with `lensdb train-lens --name`"
+    argument = "DIR|NAME"  # a lens folder, or a lens stored in the warehouse (lensdb train-lens --name)
+    norm_at = staticmethod(final_norm)
+
+    def __init__(self, spec, model, translators):
+        super().__init__(spec, model)
+        self.translators = translators.to(model.device)
+
+    @classmethod
+    def build(cls, spec, model, warehouse=None) -> "TunedLens":
+        from lensdb.tuned.format import check_fits, unembed_hash
+        from lensdb.tuned.store import resolve_tuned_spec
+
+        translators = resolve_tuned_spec(spec.argument, warehouse)
+        check_fits(translators, n_layers=model.n_layers, d_model=model.d_model, unembed_hash=unembed_hash(model.unembed_weight))
+        return cls(spec, model, translators)
+
+    @classmethod
+    def identity(cls, spec, warehouse) -> LensIdentity:
+        """By the sha256 of its params.pt (the tuned-lens format's content hash), not its path:
+        read from the folder, else from the warehouse's lens store."""
+        folder = Path(spec.argument).expanduser()
+        if not folder.is_dir() and not layout.is_remote(warehouse):
+            folder = warehouse / layout.LENSES_DIR / spec.argument
+        params = folder / "params.pt"
+        sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None
+        return LensIdentity(spec.name, spec.kind, sha256)
+
+    def translated(self, residuals, layers):
+        from lensdb.extract import lens as lens_math
+
+        return lens_math.per_layer(self.translators.translate, residuals, layers)
+
+    def describe(self) -> dict:
+        return super().describe() | {"sha256": self.translators.sha256, "origin": self.translators.origin}

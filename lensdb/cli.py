@@ -20,14 +20,13 @@ import warnings
 import click
 
 from lensdb import __version__
-from lensdb.cli_options import config_options
+from lensdb.cli_options import (check_latest, config_options, figure_out_option, format_option, latest_option, lens_option,
+                                metric_option, model_option, models_option, prompt_option, run_option, runs_option,
+                                variant_option, warehouse_option)
 from lensdb.errors import DamagedRunsWarning, LensdbError, Terminated, folded
 from lensdb.extract.config import DEVICES, DTYPES, ExtractConfig, option_of
+from lensdb.output import DOCUMENT, TABLE
 
-WAREHOUSE_HELP = (
-    "Warehouse folder or URL (s3://bucket/prefix, gs://..., file://...; credentials from the "
-    "environment) [default: $LENSDB_WAREHOUSE or ./warehouse]."
-)
 DEBUG_ENV = "LENSDB_DEBUG"
 
 
@@ -149,7 +148,7 @@ def main():
 @main.command()
 @click.argument("model")
 @click.option("--prompts", "prompts", help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file [default: seed; stories for demo].")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 @config_options(ExtractConfig, before={"quiet": [
     click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...)."),
 ]})  # fmt: skip
@@ -230,9 +229,9 @@ def _device_map_text(device_map: dict[str, str]) -> str:
 @click.option("--list", "list_only", is_flag=True, help="List the named queries and the v1 views, then exit.")
 @click.option("--all", "list_all", is_flag=True, help="With --list: also the helper macros.")
 @click.option("--describe", metavar="VIEW", help="List a view's columns, their types and meanings, then exit.")
-@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True, help="json is an array of row objects; parquet needs --out.")
+@format_option(TABLE, help="json is an array of row objects; parquet needs --out.")
 @click.option("--out", type=click.Path(), help="Write the result to this file instead of stdout (its folder must exist).")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 @click.option("--allow-files", is_flag=True, help="Let the SQL use all of DuckDB: any statement (COPY, ATTACH, ...) and any file. Without it, only read-only statements run and DuckDB reads the warehouse only.")
 def query(sql, sql_file, name, latest, list_only, list_all, describe, output_format, out, warehouse, allow_files):
     """Run SQL against every committed run, with the versioned v1 views.
@@ -256,7 +255,7 @@ def query(sql, sql_file, name, latest, list_only, list_all, describe, output_for
       lensdb query --describe v1.diagnostics
     """
     from lensdb import catalog
-    from lensdb.output import check_output_file, write_result
+    from lensdb.output import check_output_file, renderer_for, write_result
     from lensdb.textfile import read_utf8
 
     if list_only:
@@ -276,8 +275,8 @@ def query(sql, sql_file, name, latest, list_only, list_all, describe, output_for
         sql = read_utf8(sql_file, label="--file")
     elif name:
         sql = catalog.named_query(name).sql
-    if output_format == "parquet" and not out:
-        raise click.UsageError("--format parquet needs --out FILE")
+    if renderer_for(output_format, TABLE).needs_file and not out:
+        raise click.UsageError(f"--format {output_format} needs --out FILE")
     if out:
         check_output_file(out, "--out")
     table = catalog.query(sql, warehouse, latest=latest, allow_files=allow_files)
@@ -338,11 +337,11 @@ def _description_table(description):
 
 
 @main.command()
-@click.option("--run", "run_id", help="Export this run.")
-@click.option("--model", help="Export the latest committed run of this model (hub id, or the part after its last '/').")
+@run_option(help="Export this run.")
+@model_option(help="Export the latest committed run of this model (hub id, or the part after its last '/').")
 @click.option("--lens", default="norm", show_default=True, help="The lens whose records the files show.")
 @click.option("--out", required=True, type=click.Path(), help="Folder to write the files into (created if missing; its parent must exist).")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 @click.option("--without-variant", is_flag=True, help="CSVs without the prompt_variant column (the seed documents' schema).")
 @click.option("--latest", is_flag=True, help="The latest committed run of each model (of --model's model): the default without --run.")
 def export(run_id, model, lens, out, warehouse, without_variant, latest):
@@ -370,7 +369,7 @@ def export(run_id, model, lens, out, warehouse, without_variant, latest):
 
 @main.command("import-legacy")
 @click.argument("folder", type=click.Path())
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 @click.option("--force", is_flag=True, help="Import files again even if the same files were imported before.")
 def import_legacy(folder, warehouse, force):
     """Import a legacy output folder: one committed run per model.
@@ -390,10 +389,10 @@ def import_legacy(folder, warehouse, force):
 
 
 @main.command("runs")
-@click.option("--model", help="Only this model's runs (hub id, or the part after its last '/').")
-@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="csv and json add bytes_on_disk and path.")
+@model_option(help="Only this model's runs (hub id, or the part after its last '/').")
+@format_option(TABLE, to_file=False, help="csv and json add bytes_on_disk and path.")
 @click.option("--uncommitted", is_flag=True, help="List what crashed writers left instead (never in any view; `lensdb cleanup` removes it).")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 def runs_command(model, output_format, uncommitted, warehouse):
     """List the runs of the warehouse, damaged ones included.
 
@@ -412,23 +411,22 @@ def runs_command(model, output_format, uncommitted, warehouse):
 
 @main.command()
 @click.argument("run_id", metavar="RUN")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@format_option(DOCUMENT)
+@warehouse_option
 def show(run_id, output_format, warehouse):
     """Show one run: manifest, settings, versions, tables, and its diagnostics summarised."""
     from lensdb import runs
+    from lensdb.output import Document, render_document
 
     details = runs.show_run(warehouse, run_id)
-    if output_format == "json":
-        click.echo(json.dumps(runs.details_as_dict(details), default=str, ensure_ascii=False))
-    else:
-        click.echo(runs.format_details(details), nl=False)
+    document = Document(text=lambda: runs.format_details(details), data=lambda: runs.details_as_dict(details))
+    click.echo(render_document(document, output_format), nl=False)
 
 
 @main.command()
 @click.option("--older-than", default="1h", show_default=True, metavar="AGE", help="Only leftovers whose newest file is older (s, min, h, d): a younger one may be a writer still at work on another machine.")
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 def cleanup(older_than, dry_run, warehouse):
     """Remove what crashed writers left: staging and trash folders of processes that no longer
     run (local), run prefixes without a manifest and files no manifest lists (object storage).
@@ -458,8 +456,8 @@ def parse_age(text: str) -> float:
 @main.command()
 @click.argument("run_ids", metavar="RUN...", nargs=-1, required=True)
 @click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
-@click.option("--model", help="Only the runs of this model (hub id, or the part after its last '/'): for a run id under several model folders.")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@model_option(help="Only the runs of this model (hub id, or the part after its last '/'): for a run id under several model folders.")
+@warehouse_option
 def rm(run_ids, yes, model, warehouse):
     """Remove runs: each leaves every view at once, then its files are deleted.
 
@@ -479,16 +477,6 @@ def rm(run_ids, yes, model, warehouse):
         click.echo(f"removed {run.run_id}  ({run.model}, {run.size})")
 
 
-FIGURE_OUT_HELP = "File to write: .png, .svg or .pdf (matplotlib), or .html (plotly, self-contained: plotly.js embedded)."
-
-
-def _metric_option(default: str):
-    from lensdb.plot.metrics import METRICS
-
-    return click.option("--metric", type=click.Choice(list(METRICS)), default=default, show_default=True,
-                        help="What the colour (heatmap, lenses) or the y axis (curves) shows; answer_rank on a log scale.")
-
-
 @main.group()
 def plot():
     """Figures of committed runs, read from the v1 views.
@@ -503,28 +491,16 @@ def plot():
     """
 
 
-def _latest_option(command):
-    """--latest: say explicitly what --model and no selector already mean; refused with --run."""
-    return click.option(
-        "--latest", is_flag=True, help="Each model's latest committed run (what --model and no selector already pick); not with --run."
-    )(command)
-
-
-def _check_latest(latest: bool, runs) -> None:
-    if latest and runs:
-        raise click.UsageError("give --run or --latest, not both")
-
-
 @plot.command("heatmap")
-@click.option("--run", "run_id", help="The run to show.")
-@click.option("--model", help="Show the latest committed run of this model that has the prompt (hub id, or the part after its last '/').")
-@click.option("--prompt", required=True, help="Prompt id (see: lensdb query \"SELECT DISTINCT prompt_id FROM v1.prompts\").")
-@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
-@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
-@_metric_option("p_top1")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@_latest_option
+@run_option()
+@model_option()
+@prompt_option(help="Prompt id (see: lensdb query \"SELECT DISTINCT prompt_id FROM v1.prompts\").")
+@variant_option
+@lens_option()
+@metric_option("p_top1")
+@figure_out_option()
+@warehouse_option
+@latest_option
 def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse, latest):
     """Layers (0 at the bottom) x the prompt's tokens of one run: colour = --metric, each
     cell's text = its top-1 token; the layers of L_copy and L_semantic (v1.diagnostics) are
@@ -534,23 +510,23 @@ def plot_heatmap(run_id, model, prompt, variant, lens, metric, out, warehouse, l
     Example:
       lensdb plot heatmap --model stories260K --prompt lily --out lily.png
     """
-    _check_latest(latest, run_id)
+    check_latest(latest, run_id)
     from lensdb.plot import write
 
     click.echo(str(write("heatmap", out, run=run_id, model=model, prompt=prompt, variant=variant, lens=lens, metric=metric, warehouse=warehouse)))
 
 
 @plot.command("curves")
-@click.option("--run", "run_ids", multiple=True, help="A run to draw (repeatable).")
-@click.option("--model", "models", multiple=True, help="Draw the latest committed run of this model (repeatable).")
+@runs_option(help="A run to draw (repeatable).")
+@models_option(help="Draw the latest committed run of this model (repeatable).")
 @click.option("--prompt", "prompts", multiple=True, help="Only this prompt (repeatable) [default: every prompt of the variant].")
-@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
-@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
-@_metric_option("kl_to_final_bits")
+@variant_option
+@lens_option()
+@metric_option("kl_to_final_bits")
 @click.option("--depth", type=click.Choice(["layer", "relative"]), default="layer", show_default=True, help="x axis: the layer, or layer / n_layers (to compare models of different depth).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@_latest_option
+@figure_out_option()
+@warehouse_option
+@latest_option
 def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, warehouse, latest):
     """A metric at each prompt's last position across layers, one line per run
     (v1.pure_next_token). Several prompts: the median and a 10-90 % band. The median
@@ -561,7 +537,7 @@ def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, war
     Example:
       lensdb plot curves --metric kl_to_final_bits --depth relative --out kl.html
     """
-    _check_latest(latest, run_ids)
+    check_latest(latest, run_ids)
     from lensdb.plot import write
 
     click.echo(str(write("curves", out, runs=run_ids, models=models, prompts=prompts, variant=variant, lens=lens, metric=metric,
@@ -569,14 +545,14 @@ def plot_curves(run_ids, models, prompts, variant, lens, metric, depth, out, war
 
 
 @plot.command("lenses")
-@click.option("--run", "run_id", help="The run to show.")
-@click.option("--model", help="Show the latest committed run of this model that has the prompt.")
-@click.option("--prompt", required=True, help="Prompt id.")
-@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
-@_metric_option("p_top1")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@_latest_option
+@run_option()
+@model_option(help="Show the latest committed run of this model that has the prompt.")
+@prompt_option()
+@variant_option
+@metric_option("p_top1")
+@figure_out_option()
+@warehouse_option
+@latest_option
 def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse, latest):
     """Every lens of one run (norm, final_ln, raw, ...) for one prompt: a heatmap per lens
     on one colour scale, and the last position's metric per lens (the raw-vs-norm artifact
@@ -586,19 +562,19 @@ def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse, latest):
     Example:
       lensdb plot lenses --model stories260K --prompt lily --out lenses.png
     """
-    _check_latest(latest, run_id)
+    check_latest(latest, run_id)
     from lensdb.plot import write
 
     click.echo(str(write("lenses", out, run=run_id, model=model, prompt=prompt, variant=variant, metric=metric, warehouse=warehouse)))
 
 
 @main.command()
-@click.option("--run", "run_ids", multiple=True, help="A run to report on (repeatable).")
-@click.option("--model", "models", multiple=True, help="Report on the latest committed run of this model (repeatable).")
-@click.option("--lens", default="norm", show_default=True, help="Lens of the diagnostics tables and figures.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .html file to write.")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
-@_latest_option
+@runs_option(help="A run to report on (repeatable).")
+@models_option(help="Report on the latest committed run of this model (repeatable).")
+@lens_option(help="Lens of the diagnostics tables and figures.")
+@figure_out_option(help="The .html file to write.")
+@warehouse_option
+@latest_option
 def report(run_ids, models, lens, out, warehouse, latest):
     """One self-contained HTML page about some runs (works offline).
 
@@ -611,7 +587,7 @@ def report(run_ids, models, lens, out, warehouse, latest):
     Example:
       lensdb report --out report.html
     """
-    _check_latest(latest, run_ids)
+    check_latest(latest, run_ids)
     from lensdb.report import report as write_report
 
     click.echo(str(write_report(out, runs=run_ids, models=models, lens=lens, warehouse=warehouse)))
@@ -622,7 +598,7 @@ def report(run_ids, models, lens, out, warehouse, latest):
 @click.option("--text", "text", required=True, type=click.Path(dir_okay=False), help="Training corpus: a .txt file, or a .jsonl file with a `text` key per line.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write the lens to this folder (tuned-lens format: config.json, params.pt).")
 @click.option("--name", help="Store the lens in the warehouse as lenses/NAME (queryable as v1.lenses).")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 @click.option("--steps", type=click.IntRange(min=1), default=250, show_default=True, help="Optimizer steps (tuned-lens's default).")
 @click.option("--tokens-per-step", type=click.IntRange(min=1), help="Tokens per step, rounded to whole windows [default: 2^18, at most the training tokens / steps, at least one window].")
 @click.option("--lr", type=float, default=1.0, show_default=True, help="Learning-rate scale as in tuned-lens: SGD (Nesterov momentum 0.9) runs at lr x 0.1, decaying linearly to 0.")
@@ -691,7 +667,7 @@ def _train_summary(result) -> str:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("models_file", metavar="MODELS.txt", type=click.Path(dir_okay=False))
 @click.option("--prompts", "prompts", default="seed", show_default=True, help="Prompt set for every model (as for extract).")
-@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@warehouse_option
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), help="At the end, write every model's legacy files into this folder (as lensdb export --run).")
 @click.argument("extract_options", nargs=-1, type=click.UNPROCESSED, metavar="[EXTRACT OPTIONS]")
 def sweep(models_file, prompts, warehouse, export_dir, extract_options):

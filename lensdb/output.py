@@ -1,4 +1,9 @@
-"""Query results to the terminal or a file: table, csv, json (array of row objects), parquet.
+"""Query results to the terminal or a file: table, csv, json (array of row objects), parquet;
+and a run's details (`lensdb show`) as text or json.
+
+Every output format is one `Renderer` in RENDERERS (the end of this file); a command's
+--format choices are the formats of its kind of result (lensdb.cli_options.format_option),
+so a new renderer is offered by every command that prints that kind.
 
 Tables fit the terminal: no cell ever wraps. Numbers, dates, flags and run ids are shown
 whole; text and list cells are cut with '…' when space is short; columns that still do not
@@ -19,6 +24,7 @@ import secrets
 import shutil
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -35,16 +41,13 @@ UNLIMITED = 10_000
 
 
 def write_result(table: pa.Table, output_format: str, out: str | None, *, types: bool = True) -> None:
-    """`types`: tables show each column's type under its name."""
-    if output_format == "parquet":
-        import pyarrow.parquet as pq
-
-        write_whole(out, lambda temporary: pq.write_table(table, temporary, compression="zstd"))
+    """`table` in `output_format` to the file `out`, else to stdout. `types`: tables show each
+    column's type under its name."""
+    renderer = renderer_for(output_format, TABLE)
+    if renderer.file is not None:
+        write_whole(out, lambda temporary: renderer.file(table, temporary))
         return
-    if output_format == "table":
-        text = render_table(table, width=UNLIMITED if out else terminal_width(), types=types)
-    else:
-        text = {"csv": _as_csv, "json": _as_json}[output_format](table)
+    text = renderer.table(table, width=UNLIMITED if out else terminal_width(), types=types)
     if out:
         write_whole(out, lambda temporary: Path(temporary).write_bytes(text.encode("utf-8")))
     else:
@@ -320,3 +323,76 @@ def _finite(value):
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     return value
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path, compression="zstd")
+
+
+# ---------------------------------------------------------------- the renderers
+
+TABLE, DOCUMENT = "table", "document"  # the kinds of result: rows (pa.Table), one run's details
+
+
+@dataclass(frozen=True)
+class Document:
+    """A result that is one object, not rows (`lensdb show`): its text and its JSON-able data,
+    each made only when asked for."""
+
+    text: Callable[[], str]
+    data: Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """One output format and what it renders. `table(table, width=, types=)`: rows as text;
+    `file(table, path)`: rows written to a file (binary: only with --out); `document(doc)`: a
+    Document as text."""
+
+    name: str
+    table: Callable[..., str] | None = None
+    file: Callable[[pa.Table, Path], None] | None = None
+    document: Callable[[Document], str] | None = None
+
+    def renders(self, kind: str) -> bool:
+        return (self.document if kind == DOCUMENT else self.table or self.file) is not None
+
+    @property
+    def needs_file(self) -> bool:
+        return self.file is not None
+
+
+RENDERERS: dict[str, Renderer] = {
+    renderer.name: renderer
+    for renderer in (
+        Renderer("table", table=lambda table, *, width, types: render_table(table, width=width, types=types)),
+        Renderer("text", document=lambda doc: doc.text()),
+        Renderer("csv", table=lambda table, **_layout: _as_csv(table)),
+        Renderer(
+            "json",
+            table=lambda table, **_layout: _as_json(table),
+            document=lambda doc: json.dumps(doc.data(), default=str, ensure_ascii=False) + "\n",
+        ),
+        Renderer("parquet", file=_write_parquet),
+    )
+}
+
+
+def formats(kind: str, *, to_file: bool = True) -> list[str]:
+    """The names of the formats that render `kind` (TABLE or DOCUMENT), in RENDERERS' order;
+    to_file=False: only those that print (for a command without --out)."""
+    return [name for name, renderer in RENDERERS.items() if renderer.renders(kind) and (to_file or not renderer.needs_file)]
+
+
+def renderer_for(name: str, kind: str) -> Renderer:
+    renderer = RENDERERS.get(name)
+    if renderer is None or not renderer.renders(kind):
+        raise LensdbError(f"unknown output format {name!r}; choose one of {', '.join(formats(kind))}")
+    return renderer
+
+
+def render_document(doc: Document, output_format: str) -> str:
+    """`doc` as text in `output_format` (text, json)."""
+    return renderer_for(output_format, DOCUMENT).document(doc)

@@ -5,7 +5,7 @@ the diagnostics table, control margins, ablation deltas, the raw-lens check (fla
 highlighted), and the figures of lensdb.plot (a heatmap and the lenses of the run's main
 prompt, the KL curve over its prompts). For several models, a cross-model section first:
 L_semantic / n_layers and the KL and answer-rank curves at relative depth. plotly.js is
-embedded once, so the page needs no network.
+embedded once, so the page needs no network. The tables' SQL is in lensdb/queries/report/.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lensdb import __version__
+from lensdb import __version__, queries
 from lensdb.errors import LensdbError
 from lensdb.output import write_whole
 from lensdb.plot import as_tuple, data
@@ -44,39 +44,6 @@ class Table:
     rows: list[dict]
     flags: list[str | None] = field(default_factory=list)  # per row: None, "warn" or "flag"
     note: str = ""
-
-
-# The tables of a run. Each query reads one v1 view; $run and $lens are bound.
-DIAGNOSTICS_SQL = """
-SELECT d.prompt_id, d.prompt_variant, d.role, d.L_copy, d.L_copy_H, d.L_semantic, d.delta_layers,
-       d.first_kl_below_0_5, d.first_kl_below_1_0, d.first_rank_le_1, d.first_rank_le_5, d.first_rank_le_10, d.gold_alignment
-FROM v1.diagnostics d JOIN v1.prompts p USING (run_id, prompt_id, prompt_variant)
-WHERE d.run_id = $run AND d.lens = $lens ORDER BY p.prompt_index
-"""
-CONTROL_SQL = """
-SELECT prompt_id, prompt_variant, control_of, first_control_margin_pos, max_control_margin
-FROM v1.control_summary WHERE run_id = $run AND lens = $lens ORDER BY prompt_id, prompt_variant
-"""
-ABLATION_SQL = """
-SELECT prompt_id, ablation_variant, L_copy_orig, L_copy_nf AS L_copy_variant, delta_L_copy,
-       L_sem_orig, L_sem_nf AS L_sem_variant, delta_L_sem
-FROM v1.ablation_summary WHERE run_id = $run AND lens = $lens ORDER BY prompt_id, ablation_variant
-"""
-RAW_LENS_SQL = """
-SELECT s.prompt_id, s.prompt_variant, s.first_norm_only_semantic_layer, s.max_kl_norm_vs_raw_bits, s.lens_artifact_risk
-FROM v1.raw_lens_summary s JOIN v1.prompts p USING (run_id, prompt_id, prompt_variant)
-WHERE s.run_id = $run ORDER BY p.prompt_index
-"""
-LAST_LAYER_SQL = """
-SELECT c.prompt_id, c.prompt_variant, c.lens, c.kl_to_final_bits, c.top1_agree, c.p_top1_lens, c.p_top1_model,
-       c.temp_est, c.kl_after_temp_bits, c.cfg_softcap, c.kl_after_softcap_bits, c.warn_high_last_layer_kl
-FROM v1.last_layer_consistency c JOIN v1.prompts p USING (run_id, prompt_id, prompt_variant)
-WHERE c.run_id = $run ORDER BY p.prompt_index, c.lens
-"""
-CROSS_MODEL_SQL = """
-SELECT quantile_cont(L_semantic, 0.5) AS median_L_semantic, count(L_semantic) AS prompts_with_L_semantic, count(*) AS prompts
-FROM v1.diagnostics WHERE run_id = $run AND lens = $lens AND prompt_variant = 'orig'
-"""
 
 
 def report(out, *, runs=(), models=(), lens: str = DEFAULT_LENS, warehouse=None) -> Path:
@@ -110,24 +77,24 @@ def build(*, runs=(), models=(), lens: str = DEFAULT_LENS, warehouse=None) -> st
 
 
 def _run_section(db: Warehouse, run: RunInfo, lens: str, ids) -> str:
-    manifest = db.rows("SELECT * FROM v1.runs WHERE run_id = $run", run=run.run_id)[0]
+    manifest = db.rows("plot/run", run=run.run_id)[0]
     parts = [f'<section class="run" id="{_anchor(run)}">',
              f"<h2>{_e(run.model)} <small>run {_e(run.run_id)}</small></h2>",
              _manifest_table(manifest)]
     parts.append(_render(_last_layer(db, run, manifest)))
     has_lens = lens in db.lenses(run)
     if has_lens:
-        parts.append(_render(_table(db, f"Diagnostics ({lens} lens)", DIAGNOSTICS_SQL, run, lens,
+        parts.append(_render(_table(db, f"Diagnostics ({lens} lens)", "report/diagnostics", run, lens,
                                     note="L_* and first_*: the first layer at which the rule fires at the prompt's last position; – : never.")))
-        parts.append(_render(_table(db, f"Control margins ({lens} lens)", CONTROL_SQL, run, lens,
+        parts.append(_render(_table(db, f"Control margins ({lens} lens)", "report/control_margins", run, lens,
                                     flag=lambda row: "warn" if row["first_control_margin_pos"] is None else None,
                                     note="control_margin = p(answer) - p(paired prompt's answer); highlighted: never positive.")))
-        parts.append(_render(_table(db, f"Ablation deltas ({lens} lens)", ABLATION_SQL, run, lens,
+        parts.append(_render(_table(db, f"Ablation deltas ({lens} lens)", "report/ablation", run, lens,
                                     note="variant - orig; – where either side never fires.")))
     else:
         parts.append(f'<p class="note">This run has no {_e(lens)} lens (it has {_e(", ".join(db.lenses(run)))}): '
                      "no diagnostics, control or ablation tables.</p>")
-    parts.append(_render(_table(db, "Raw lens vs norm lens", RAW_LENS_SQL, run, lens,
+    parts.append(_render(_table(db, "Raw lens vs norm lens", "report/raw_lens", run, lens,
                                 flag=lambda row: {"high": "flag", "medium": "warn"}.get(row["lens_artifact_risk"]),
                                 note="over the sampled layers; lens_artifact_risk high: the norm lens alone finds the answer, "
                                      "or KL(norm || raw) >= 1 bit; medium: >= 0.5 bit.",
@@ -156,16 +123,17 @@ def _last_layer(db: Warehouse, run: RunInfo, manifest: dict) -> Table:
         verdict = "FLAGGED (above 1e-3 bits)" if manifest.get("last_layer_flagged") else "ok"
         summary = f"The final_ln lens vs the model head over all prompts: max KL {_number(max_kl)} bits, {verdict}. "
     summary += "Highlighted rows: the last layer's KL to the model's own distribution > 0.5 bit (warn_high_last_layer_kl)."
-    return _table(db, "Last-layer check", LAST_LAYER_SQL, run, None,
+    return _table(db, "Last-layer check", "report/last_layer", run, None,
                   flag=lambda row: "flag" if row["warn_high_last_layer_kl"] else None, note=summary,
                   empty="No last-layer comparison in this run.")
 
 
-def _table(db: Warehouse, title: str, sql: str, run: RunInfo, lens: str | None, *, flag=None, note: str = "",
+def _table(db: Warehouse, title: str, query: str, run: RunInfo, lens: str | None, *, flag=None, note: str = "",
            empty: str = "No rows.") -> Table:
-    params = {"run": run.run_id} | ({"lens": lens} if "$lens" in sql else {})
-    rows = db.rows(sql, **params)
-    return Table(title=title, sql=_inline(sql, params), columns=list(rows[0]) if rows else [], rows=rows,
+    """The named query `query` (lensdb/queries/QUERY.sql) of `run`, and of `lens` where it takes one."""
+    params = {"run": run.run_id} | ({"lens": lens} if "lens" in queries.query(query).params else {})
+    rows = db.rows(query, **params)
+    return Table(title=title, sql=_inline(queries.query(query).sql, params), columns=list(rows[0]) if rows else [], rows=rows,
                  flags=[flag(row) if flag else None for row in rows], note=note if rows else empty)
 
 
@@ -205,7 +173,7 @@ def _cross_model(db: Warehouse, runs: list[RunInfo], lens: str, ids) -> str:
     for run in with_lens:
         prompt = db.main_prompt(run, lens)
         marks = db.marks(run, prompt, "orig", lens) if prompt else {"L_semantic": None}
-        overall = db.rows(CROSS_MODEL_SQL, run=run.run_id, lens=lens)[0]
+        overall = db.rows("report/l_semantic", run=run.run_id, lens=lens)[0]
         rows.append({
             "model": run.model, "run_id": run.run_id, "n_layers": run.n_layers, "main_prompt": prompt,
             "L_semantic": marks["L_semantic"],

@@ -9,11 +9,11 @@ from lensdb.errors import LensdbError
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-record number a figure can show: its SQL over v1.records / v1.pure_next_token."""
+    """A per-record number a figure can show. `name` is its column: of v1.pure_next_token, and
+    of v1.records where the figures' grid query (lensdb/queries/plot/grid.sql) adds p_top1."""
 
     name: str
     label: str
-    sql: str
     bounds: tuple[float, float] | None = None  # a fixed colour / axis range
     log: bool = False  # a logarithmic colour scale / axis
     lower_is_better: bool = False  # reversed colour scale, so the "answer" end is bright
@@ -23,11 +23,11 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("p_top1", "p(top-1)", "topk_probs[1]::DOUBLE", bounds=(0.0, 1.0)),
-        Metric("entropy_bits", "entropy (bits)", "entropy_bits::DOUBLE"),
-        Metric("kl_to_final_bits", "KL to final (bits)", "kl_to_final_bits::DOUBLE"),
-        Metric("p_answer", "p(answer)", "p_answer::DOUBLE", bounds=(0.0, 1.0), needs_gold=True),
-        Metric("answer_rank", "answer rank", "answer_rank::DOUBLE", log=True, lower_is_better=True, needs_gold=True),
+        Metric("p_top1", "p(top-1)", bounds=(0.0, 1.0)),
+        Metric("entropy_bits", "entropy (bits)"),
+        Metric("kl_to_final_bits", "KL to final (bits)"),
+        Metric("p_answer", "p(answer)", bounds=(0.0, 1.0), needs_gold=True),
+        Metric("answer_rank", "answer rank", log=True, lower_is_better=True, needs_gold=True),
     )
 }
 MARKS = ("L_copy", "L_semantic")  # v1.diagnostics columns marked on the figures

@@ -20,6 +20,10 @@ held out to report each layer's KL.
 A checkpoint (translators, optimizer state, step) is saved every `checkpoint_every` steps;
 running the same command again continues from it. The window order depends only on the
 seed, so a resumed training sees the same data as an uninterrupted one.
+
+This module fits the translators, checkpoints and writes the lens; the settings and their
+plan are in lensdb.tuned.plan, the corpus and its windows in lensdb.tuned.corpus, the loss
+and the held-out KL in lensdb.tuned.loss.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from hashlib import sha256
 from importlib import metadata
 from pathlib import Path
 
@@ -40,88 +43,25 @@ import torch
 
 import lensdb as lensdb_package
 from lensdb.errors import LensdbError, TunedLensError
-from lensdb.extract import capture
 from lensdb.extract.device import choose_device, choose_dtype
-from lensdb.extract.gold import encode
-from lensdb.extract.lens import FINAL_NORM, apply_norm
-from lensdb.extract.unembedding import Unembedding
 from lensdb.extract.model import LoadedModel, check_causal_lm, estimate_weight_bytes, load_config, load_model, resolve_source
 from lensdb.lenses import check_not_a_kind
 from lensdb.tuned import store
-from lensdb.tuned.format import CONFIG_FILE, TunedTranslators, lens_logits, unembed_hash, write_atomic
+from lensdb.tuned.corpus import Corpus, read_corpus, split_windows, token_windows
+from lensdb.tuned.format import CONFIG_FILE, TunedTranslators, unembed_hash, write_atomic
+from lensdb.tuned.loss import LN2, Decoder, forward, kl_nats, layer_kl_bits
+from lensdb.tuned.plan import MAX_SEQ_LEN, Plan, TrainSettings, make_plan
 from lensdb.warehouse import layout
 
-PAPER_STEPS = 250
-PAPER_TOKENS_PER_STEP = 2**18
-MAX_SEQ_LEN = 2048
-EVAL_FRACTION = 0.1
-MAX_EVAL_TOKENS = 2**17
+__all__ = ["CHECKPOINT_FILE", "Corpus", "Plan", "TrainResult", "TrainSettings", "TrainingDiverged", "TunedLensError", "fit_translators",
+           "layer_kl_bits", "load_for_training", "make_plan", "read_corpus", "split_windows", "token_windows", "train_lens"]
+
 MAX_GRAD_NORM = 1.0
 CHECKPOINT_FILE = "train-checkpoint.pt"
-# Float32 bytes one forward pass may hold (residuals and logits), and one loss chunk.
-FORWARD_BYTES = {"cpu": 256 << 20, "gpu": 2 << 30}
-LOSS_CHUNK_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
-LN2 = math.log(2)
 
 
 class TrainingDiverged(TunedLensError):
     """The loss or the translators became NaN or infinite: nothing is written."""
-
-
-@dataclass
-class TrainSettings:
-    steps: int = PAPER_STEPS
-    tokens_per_step: int | None = None  # None: 2^18, at most the training tokens / steps
-    lr: float = 1.0  # tuned-lens's lr scale: SGD runs at lr x (1 - momentum)
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    seq_len: int | None = None  # None: min(2048, the model's context)
-    eval_fraction: float = EVAL_FRACTION
-    batch_size: int | None = None  # windows per forward pass; None: by memory
-    checkpoint_every: int = 25
-    seed: int = 42
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def check(self) -> None:
-        if self.steps < 1:
-            raise LensdbError("--steps must be at least 1")
-        if self.tokens_per_step is not None and self.tokens_per_step < 1:
-            raise LensdbError("--tokens-per-step must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LensdbError("--lr must be a positive number")
-        if self.seq_len is not None and self.seq_len < 2:
-            raise LensdbError("--seq-len must be at least 2")
-        if self.seq_len is not None and self.tokens_per_step is not None and self.tokens_per_step < self.seq_len:
-            raise LensdbError(f"--tokens-per-step {self.tokens_per_step} is less than one window of {self.seq_len} tokens (lower --seq-len)")
-        if not 0 <= self.eval_fraction < 1:
-            raise LensdbError("the held-out fraction must be in [0, 1)")
-        if self.checkpoint_every < 1:
-            raise LensdbError("--checkpoint-every must be at least 1")
-
-
-@dataclass(frozen=True)
-class Corpus:
-    path: Path
-    sha256: str
-    documents: list[str]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The settings resolved against the model and the corpus."""
-
-    steps: int
-    seq_len: int
-    windows_per_step: int
-    batch_size: int
-    sgd_lr: float
-    train_windows: int
-    eval_windows: int
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.windows_per_step * self.seq_len
 
 
 @dataclass
@@ -132,91 +72,6 @@ class TrainResult:
     settings: dict  # as in training.json
     resumed_at_step: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def read_corpus(path: str | Path) -> Corpus:
-    """A .txt file (one document) or a .jsonl file (one document per line, key `text`)."""
-    path = Path(path).expanduser()
-    if path.suffix not in (".txt", ".jsonl"):
-        raise LensdbError(f"--text {path}: give a .txt or a .jsonl file (one {{\"text\": ...}} object per line)")
-    try:
-        data = path.read_bytes()
-        text = data.decode("utf-8")
-    except FileNotFoundError:
-        raise LensdbError(f"--text {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LensdbError(f"--text {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
-    if path.suffix == ".txt":
-        documents = [text] if text.strip() else []
-    else:
-        documents = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LensdbError(f"--text {path}, line {number}: not JSON ({exc.msg})") from None
-            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-                raise LensdbError(f"--text {path}, line {number}: needs a string `text`")
-            if item["text"].strip():
-                documents.append(item["text"])
-    if not documents:
-        raise LensdbError(f"--text {path} holds no text")
-    return Corpus(path=path.resolve(), sha256=sha256(data).hexdigest(), documents=documents)
-
-
-def token_windows(model: LoadedModel, corpus: Corpus, seq_len: int) -> torch.Tensor:
-    """(n_windows, seq_len) token ids: the documents joined by EOS, cut into windows, each
-    starting with BOS where the model's inputs do; the incomplete last window is dropped."""
-    tokenizer = model.tokenizer
-    bos = tokenizer.bos_token_id if getattr(model.bridge.cfg, "default_prepend_bos", True) else None
-    eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    for document in corpus.documents:
-        stream.extend(encode(tokenizer, document))
-        if eos is not None:
-            stream.append(eos)
-    body = seq_len - 1 if bos is not None else seq_len
-    n_windows = len(stream) // body
-    if n_windows == 0:
-        raise LensdbError(f"--text {corpus.path} has {len(stream)} tokens, fewer than one window of {seq_len} (lower --seq-len)")
-    windows = torch.tensor(stream[: n_windows * body], dtype=torch.long).view(n_windows, body)
-    if bos is not None:
-        windows = torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), windows], dim=1)
-    return windows
-
-
-def split_windows(windows: torch.Tensor, eval_fraction: float, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training windows and held-out windows (the corpus's last ones, at most MAX_EVAL_TOKENS)."""
-    n = windows.shape[0]
-    if eval_fraction <= 0 or n < 2:
-        return windows, windows[:0]
-    n_eval = min(max(1, round(n * eval_fraction)), max(1, MAX_EVAL_TOKENS // seq_len), n - 1)
-    return windows[: n - n_eval], windows[n - n_eval :]
-
-
-def make_plan(model: LoadedModel, settings: TrainSettings, *, train_windows: int, eval_windows: int) -> Plan:
-    seq_len = settings.seq_len or min(MAX_SEQ_LEN, model.n_ctx)
-    if settings.tokens_per_step is None:
-        windows_per_step = max(1, min(PAPER_TOKENS_PER_STEP // seq_len, train_windows // settings.steps))
-    else:
-        if settings.tokens_per_step < seq_len:
-            raise LensdbError(f"--tokens-per-step {settings.tokens_per_step} is less than one window of {seq_len} tokens (lower --seq-len)")
-        windows_per_step = round(settings.tokens_per_step / seq_len)
-    gpu = model.device.type != "cpu"
-    per_token = 4 * (model.d_vocab + (model.n_layers + 1) * model.d_model)
-    by_memory = max(1, FORWARD_BYTES["gpu" if gpu else "cpu"] // (per_token * seq_len))
-    batch_size = min(windows_per_step, settings.batch_size or by_memory)
-    return Plan(
-        steps=settings.steps,
-        seq_len=seq_len,
-        windows_per_step=windows_per_step,
-        batch_size=batch_size,
-        sgd_lr=settings.lr * (1 - settings.momentum),
-        train_windows=train_windows,
-        eval_windows=eval_windows,
-    )
 
 
 def load_for_training(model: str, settings: TrainSettings, revision: str | None = None) -> LoadedModel:
@@ -230,34 +85,6 @@ def load_for_training(model: str, settings: TrainSettings, revision: str | None 
     loaded = load_model(source, config, device, dtype)
     loaded.bridge.requires_grad_(False)
     return loaded
-
-
-class _Decoder:
-    """Residual -> lens log-probabilities, and the model's final log-probabilities, float32."""
-
-    def __init__(self, model: LoadedModel):
-        self.model = model
-        self.unembedding = Unembedding(model.unembed_weight, model.unembed_bias, "float32")
-        budget = LOSS_CHUNK_BYTES["cpu" if model.device.type == "cpu" else "gpu"]
-        self.chunk_tokens = max(1, budget // (4 * 4 * model.d_vocab))  # logits, log-softmax and their gradients
-
-    def log_probs(self, residual: torch.Tensor, translators: TunedTranslators | None, layer: int) -> torch.Tensor:
-        """The tuned lens's log-probabilities; translators None: the final_ln logit lens's."""
-        if translators is None:
-            logits = self.unembedding(apply_norm(residual.float(), self.model.norms[FINAL_NORM]))
-        else:
-            logits = lens_logits(translators, self.model, residual, layer, self.unembedding)
-        return torch.log_softmax(logits, dim=-1)
-
-
-def kl_nats(target_log_probs: torch.Tensor, lens_log_probs: torch.Tensor) -> torch.Tensor:
-    """KL(target || lens) per row, in nats."""
-    return (target_log_probs.exp() * (target_log_probs - lens_log_probs)).sum(dim=-1)
-
-
-def _forward(model: LoadedModel, windows: torch.Tensor) -> capture.PassOutput:
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    return capture.run_pass(model.bridge, model.residual_hooks(), windows.tolist(), pad_id, model.device)
 
 
 def _window_order(n_train: int, seed: int, start: int, count: int) -> torch.Tensor:
@@ -304,7 +131,7 @@ def fit_translators(
         optimizer.load_state_dict(state["optimizer"])
         start_step, last_kl = int(state["step"]), list(state["last_kl_bits"])
     lens = TunedTranslators(weight, bias)
-    decoder = _Decoder(model)
+    decoder = Decoder(model)
     step_tokens = plan.windows_per_step * plan.seq_len
     bar = tqdm(total=plan.steps, initial=start_step, unit="step", desc="train-lens", file=sys.stderr, disable=None if progress else True)
     with bar:
@@ -315,7 +142,7 @@ def fit_translators(
             order = _window_order(train.shape[0], settings.seed, step * plan.windows_per_step, plan.windows_per_step)
             kl_sums = torch.zeros(n, dtype=torch.float64)
             for start in range(0, len(order), plan.batch_size):
-                output = _forward(model, train[order[start : start + plan.batch_size]])
+                output = forward(model, train[order[start : start + plan.batch_size]])
                 for layer in range(n):
                     residual = output.residuals[layer]
                     for lo in range(0, residual.shape[0], decoder.chunk_tokens):
@@ -378,27 +205,6 @@ def _read_checkpoint(path: Path, fingerprint: dict) -> dict:
             f"the checkpoint {path} is of another training (different {', '.join(changed)}); delete it to start over"
         )
     return state
-
-
-@torch.no_grad()
-def layer_kl_bits(model: LoadedModel, windows: torch.Tensor, translators: TunedTranslators | None, batch_size: int) -> list[float]:
-    """Mean KL(final || lens) in bits per layer 0..n_layers over `windows`; translators None:
-    the final_ln logit lens."""
-    decoder = _Decoder(model)
-    if translators is not None:
-        translators = translators.to(model.device)
-    sums = torch.zeros(model.n_layers + 1, dtype=torch.float64)
-    tokens = 0
-    for start in range(0, windows.shape[0], batch_size):
-        output = _forward(model, windows[start : start + batch_size])
-        for layer in range(model.n_layers + 1):
-            residual = output.residuals[layer]
-            for lo in range(0, residual.shape[0], decoder.chunk_tokens):
-                target = torch.log_softmax(output.logits[lo : lo + decoder.chunk_tokens], dim=-1)
-                lens = decoder.log_probs(residual[lo : lo + decoder.chunk_tokens], translators, layer)
-                sums[layer] += kl_nats(target, lens).double().sum().cpu()
-        tokens += output.logits.shape[0]
-    return (sums / max(tokens, 1) / LN2).tolist()
 
 
 def train_lens(

@@ -36,7 +36,6 @@ from lensdb.run_settings import LensIdentity, RecordSettings
 from lensdb.warehouse import layout
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-TUNED_STORE_DIR = "lenses"  # lensdb/tuned/store.py: <warehouse>/lenses/<name>/params.pt
 NOTE_WIDTH = 60  # a failed model's reason, cut to keep the table on one screen
 
 
@@ -250,7 +249,7 @@ def _committed_run(plan: _Plan, model: str):
 def _runs(warehouse: Path) -> list[dict]:
     from lensdb import catalog
 
-    if (not layout.is_remote(warehouse) and not warehouse.is_dir()) or catalog.committed_run_count(warehouse) == 0:
+    if catalog.committed_run_count(warehouse) == 0:  # also a warehouse not there yet
         return []
     sql = "SELECT run_id, model, model_revision, prompt_set_sha256, settings_sha256, finished_at FROM v1.runs WHERE source = 'extract'"
     return catalog.query(sql, warehouse).to_pylist()
@@ -430,8 +429,9 @@ def _lens_identity(spec: LensSpec, warehouse: Path) -> LensIdentity:
     if spec.kind != "tuned":
         return LensIdentity(spec.name, spec.kind)
     folder = Path(spec.argument).expanduser()
-    if not folder.is_dir() and not layout.is_remote(warehouse):
-        folder = warehouse / TUNED_STORE_DIR / spec.argument
+    lens_root = layout.open_warehouse(warehouse).lens_root()  # None: the store keeps no lenses
+    if not folder.is_dir() and lens_root is not None:
+        folder = lens_root / spec.argument
     params = folder / "params.pt"
     sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None
     return LensIdentity(spec.name, spec.kind, sha256)

@@ -33,7 +33,7 @@ from lensdb.errors import LegacyFormatError, LensdbError, folded
 from lensdb.legacy import format as fmt
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.reading import read_manifest, table_rows
-from lensdb.warehouse.writer import RunWriter, commit_lock, run_writer
+from lensdb.warehouse.writer import RunWriter
 
 # Without a prompt_variant column, the pure CSV's blocks of one prompt id (each starting
 # again at layer 0) are these variants, in this order.
@@ -147,12 +147,12 @@ def write_runs(warehouse: Path, runs: list[PreparedRun], *, skip_imported: bool 
     with contextlib.ExitStack() as stack:
         writers = []
         for run in runs:
-            writer = stack.enter_context(run_writer(warehouse, run.model.model, run.run_id))
+            writer = stack.enter_context(layout.open_warehouse(warehouse).writer(run.model.model, run.run_id))
             stage_run(writer, run.tables)
             writers.append(writer)
         imported = []
         # Object stores have no lock: there the check narrows the window, it cannot close it.
-        with contextlib.nullcontext() if layout.is_remote(warehouse) else commit_lock(warehouse):
+        with layout.open_warehouse(warehouse).commit_lock():
             earlier = imported_file_hashes(warehouse) if skip_imported else {}
             try:
                 for writer, run in zip(writers, runs):

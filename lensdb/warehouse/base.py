@@ -9,11 +9,11 @@
                   (any fsspec filesystem)   (urls.py)       (the store itself)  by a conditional put
                                                                                 (remote_writer.py)
 
-Where do I add a store? A store that fsspec reaches (a new URL scheme) needs nothing new:
-urls.py maps schemes to packages for the install hint. A store with another commit
-protocol is one class here: subclass `Warehouse` beside local.py and remote.py, implement
-every abstract method (its run writer subclasses writer_base.TableWriter), and return it
-from `layout.open_warehouse` for its locations.
+Where do I add a store? A store that fsspec reaches (a new URL scheme) is an object store
+already: at most add its package to urls.py's install hints. A store with another commit
+protocol is one new module beside local.py and remote.py: a `Warehouse` subclass that
+implements every abstract method below (its run writer a writer_base.TableWriter), which
+`layout.open_warehouse` returns for its locations.
 """
 
 from __future__ import annotations

@@ -82,14 +82,14 @@ def _free_port() -> int:
 
 def build(warehouse, p: dict) -> None:
     from lensdb.warehouse import schema
-    from lensdb.warehouse.writer import run_writer
+    from lensdb.warehouse.layout import open_warehouse
 
     vocab = synthetic.vocabulary(p["d_vocab"])
     for m in range(p["models"]):
         rng = np.random.default_rng([p["seed"], m])
         plan = synthetic.prompt_plan(p, rng)
         run_id, model = f"bench-m{m:02d}", f"bench/model-{m:02d}"
-        with run_writer(warehouse, model, run_id) as writer:
+        with open_warehouse(warehouse).writer(model, run_id) as writer:
             writer.write("prompts", synthetic.prompts_table(p, plan, vocab), schema.PROMPTS)
             for start in range(0, p["prompts"], p["batch_prompts"]):
                 rows = np.arange(start, min(p["prompts"], start + p["batch_prompts"]))

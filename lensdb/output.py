@@ -20,7 +20,6 @@ import io
 import json
 import math
 import os
-import secrets
 import shutil
 import sys
 import textwrap
@@ -32,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from lensdb.errors import LensdbError
+from lensdb.files import replace_whole, temporary_beside
 
 TABLE_ROWS = 100
 DEFAULT_WIDTH = 120  # when stdout is not a terminal and $COLUMNS is unset
@@ -56,15 +56,10 @@ def write_result(table: pa.Table, output_format: str, out: str | None, *, types:
 
 def write_whole(out: str | os.PathLike, write) -> None:
     """`write(temporary)` beside `out`, then one rename: `out` appears complete or not at all."""
-    path = Path(out)
-    temporary = _temporary(path)
     try:
-        write(temporary)
-        os.replace(temporary, path)
+        replace_whole(Path(out), write)
     except OSError as exc:
         raise LensdbError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_files_whole(files: dict[Path, bytes]) -> None:
@@ -74,7 +69,7 @@ def write_files_whole(files: dict[Path, bytes]) -> None:
     temporaries: dict[Path, Path] = {}
     try:
         for path, data in files.items():
-            temporaries[path] = _temporary(path)
+            temporaries[path] = temporary_beside(path)
             try:
                 temporaries[path].write_bytes(data)
             except OSError as exc:
@@ -87,10 +82,6 @@ def write_files_whole(files: dict[Path, bytes]) -> None:
     finally:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def check_output_file(out: str | os.PathLike, option: str) -> None:

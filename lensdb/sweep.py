@@ -196,7 +196,7 @@ def _committed_run(plan: _Plan, model: str):
 def _runs(warehouse: Path) -> list[dict]:
     from lensdb import catalog
 
-    if (not layout.is_remote(warehouse) and not warehouse.is_dir()) or catalog.committed_run_count(warehouse) == 0:
+    if catalog.committed_run_count(warehouse) == 0:  # also a warehouse not there yet
         return []
     sql = "SELECT run_id, model, model_revision, prompt_set_sha256, settings_sha256, finished_at FROM v1.runs WHERE source = 'extract'"
     return catalog.query(sql, warehouse).to_pylist()

@@ -17,6 +17,7 @@ import pytest
 
 import lensdb
 from lensdb import catalog
+from lensdb.catalog import sqlfiles
 from tests import warehouse_fixtures as wf
 from tests.cli_helpers import assert_one_line_error, run_cli
 
@@ -104,7 +105,7 @@ def test_catalog_refreshes_when_the_sql_changes(warehouse, tmp_path, monkeypatch
     text = text.replace("-- version: 1", "-- version: 2", 1)
     text = text.replace("max(control_margin) AS max_control_margin", "max(control_margin) AS max_control_margin, 'edited' AS marker")
     summaries.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(catalog, "sql_dir", lambda: edited)
+    monkeypatch.setattr(sqlfiles, "sql_dir", lambda: edited)
 
     con = lensdb.connect(warehouse, read_only=True)
     try:

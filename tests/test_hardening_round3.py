@@ -26,6 +26,7 @@ import pytest
 
 import lensdb
 from lensdb import catalog
+from lensdb.catalog import sandbox
 from lensdb.errors import QueryError
 from tests import warehouse_fixtures as wf
 from tests.cli_helpers import assert_one_line_error, run_cli
@@ -145,7 +146,7 @@ def test_a_query_larger_than_memory_still_spills_and_leaves_nothing(warehouse, h
     con = duckdb.connect()
     con.execute("SET memory_limit = '40MB'")
     con.execute("SET threads = 1")
-    catalog._confine(con, catalog.Root(warehouse, warehouse))
+    sandbox.confine(con, catalog.Root(warehouse, warehouse))
     temp = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
     sql = "SELECT count(*) FROM (SELECT i, md5(i::VARCHAR) AS m FROM range(1500000) t(i) ORDER BY m)"
     assert con.execute(sql).fetchone() == (1500000,)
@@ -206,7 +207,7 @@ def test_a_url_with_a_secret_is_refused_without_showing_it(scheme, template, tmp
 
 
 def test_redacted_urls_keep_what_is_not_secret():
-    from lensdb.warehouse.remote import redact_url
+    from lensdb.warehouse.urls import redact_url
 
     assert redact_url(f"s3://{KEY_ID}:{SECRET}@bucket/prefix") == "s3://bucket/prefix"
     assert redact_url(f"s3://bucket/prefix?token={TOKEN}") == "s3://bucket/prefix?…"
@@ -567,11 +568,11 @@ def test_damage_found_in_a_read_only_run_folder_is_recorded_in_the_cache(warehou
 
 def test_damage_found_by_a_query_on_object_storage_is_listed_too(s3_env):
     from lensdb.warehouse import remote, schema
-    from lensdb.warehouse.writer import run_writer
+    from lensdb.warehouse.layout import open_warehouse
 
     url = s3_env.url()
     for run in wf.fixture_runs():
-        with run_writer(remote.open_url(url), run.model, run.run_id) as writer:
+        with open_warehouse(remote.open_url(url)).writer(run.model, run.run_id) as writer:
             wf._stage(writer, run)
             writer.commit(wf.manifest_table(run), schema.MANIFEST)
     fs = s3_env.filesystem()

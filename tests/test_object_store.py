@@ -27,7 +27,7 @@ import lensdb
 from lensdb import catalog
 from lensdb.errors import DamagedRunsWarning, WarehouseError
 from lensdb.warehouse import layout, remote, schema
-from lensdb.warehouse.writer import run_writer
+from lensdb.warehouse.layout import open_warehouse
 from tests import warehouse_fixtures as wf
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.conftest import LEGACY_RUN
@@ -121,7 +121,7 @@ def write_fixture_runs(warehouse) -> None:
     """The golden fixture warehouse's runs (tests/warehouse_fixtures.py), through lensdb's
     writer for that warehouse: hand-made records that reach every branch of the views."""
     for run in wf.fixture_runs():
-        with run_writer(warehouse, run.model, run.run_id) as writer:
+        with open_warehouse(warehouse).writer(run.model, run.run_id) as writer:
             wf._stage(writer, run)
             writer.commit(wf.manifest_table(run), schema.MANIFEST)
 
@@ -286,13 +286,13 @@ import sys, time
 from pathlib import Path
 from lensdb.errors import LensdbError
 from lensdb.warehouse import layout, schema
-from lensdb.warehouse.writer import run_writer
+from lensdb.warehouse.layout import open_warehouse
 from tests import warehouse_fixtures as wf
 url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 run = wf._run_b1()
 run.run_id = "same-id"
 try:
-    with run_writer(layout.resolve_warehouse(url), run.model, run.run_id) as writer:
+    with open_warehouse(url).writer(run.model, run.run_id) as writer:
         wf._stage(writer, run)
         writer.finish()  # every data file is in the bucket before any writer commits
         ready.touch()
@@ -334,7 +334,7 @@ def test_the_manifest_put_is_conditional(s3_env, monkeypatch):
     If-None-Match (not on lensdb's own look first), and the first commit stays intact."""
     warehouse = remote.open_url(s3_env.url())
     run = wf._run_b1()
-    first, second = (run_writer(warehouse, run.model, run.run_id) for _ in range(2))
+    first, second = (open_warehouse(warehouse).writer(run.model, run.run_id) for _ in range(2))
     for writer in (first, second):
         writer.open()
         wf._stage(writer, run)
@@ -362,7 +362,7 @@ def test_the_manifest_put_is_conditional(s3_env, monkeypatch):
 KILLED_EXTRACT = """
 import os, signal, sys
 from lensdb.cli import main
-from lensdb.warehouse.writer import RemoteRunWriter
+from lensdb.warehouse.remote_writer import RemoteRunWriter
 
 def commit_then_die(self, manifest, manifest_schema):
     self.finish()

@@ -278,15 +278,15 @@ def test_rm_asks_first(warehouse):
 
 KILLED_RM = textwrap.dedent(
     """
-    import os, signal, sys
+    import os, shutil, signal, sys
     from lensdb import runs
     where = sys.argv[3]
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "before-rename":
-        runs.os.rename = die
+        os.rename = die
     else:
-        runs.shutil.rmtree = die
+        shutil.rmtree = die
     runs.remove_runs(sys.argv[1], [sys.argv[2]])
     """
 )

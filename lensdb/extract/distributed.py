@@ -32,7 +32,7 @@ import torch
 from lensdb.errors import LensdbError
 from lensdb.extract.pipeline import LastLayerCheck
 from lensdb.warehouse import layout
-from lensdb.warehouse.writer import RunWriter, joined_writer, run_writer
+from lensdb.warehouse.writer_base import TableWriter
 
 VOTE_TIMEOUT = timedelta(minutes=30)  # how long a rank that finished waits for the others
 T = TypeVar("T")
@@ -182,14 +182,14 @@ def from_environment(requested_device: str = "auto") -> Ranks:
     )
 
 
-def shared_writer(ranks: Ranks, warehouse: Path, model: str, run_id: str | None) -> RunWriter:
+def shared_writer(ranks: Ranks, warehouse: Path, model: str, run_id: str | None) -> TableWriter:
     """The run's writer on this rank. Rank 0 opens a new staging folder (and picks the run id
     when `run_id` is None); every other rank gets a writer joining that folder, with its own
     file names. An error on rank 0 is raised on every rank."""
-    opened: list[RunWriter] = []
+    opened: list[TableWriter] = []
 
     def open_staging():
-        writer = run_writer(warehouse, model, run_id or layout.new_run_id(), file_tag=ranks.file_tag)
+        writer = layout.open_warehouse(warehouse).writer(model, run_id or layout.new_run_id(), file_tag=ranks.file_tag)
         writer.open()
         opened.append(writer)
         return writer.run_id, writer.share_name
@@ -197,7 +197,7 @@ def shared_writer(ranks: Ranks, warehouse: Path, model: str, run_id: str | None)
     chosen_id, staging_name = ranks.from_leader(open_staging)
     if ranks.leader:
         return opened[0]
-    return joined_writer(warehouse, model, chosen_id, staging_name, file_tag=ranks.file_tag)
+    return layout.open_warehouse(warehouse).joined_writer(model, chosen_id, staging_name, file_tag=ranks.file_tag)
 
 
 def deal(costs: Sequence[int], n_ranks: int) -> list[list[int]]:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from lensdb.warehouse.writer import RunWriter
+from lensdb.warehouse.writer_base import TableWriter
 
 # One append: (table, Arrow batch or table, schema, part)
 Append = tuple
@@ -30,7 +30,7 @@ class RecordSink:
     `close()`; leaving the `with` block on an error drops what is queued.
     """
 
-    def __init__(self, writer: RunWriter, max_pending: int = 8):
+    def __init__(self, writer: TableWriter, max_pending: int = 8):
         self.writer = writer
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None

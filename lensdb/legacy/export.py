@@ -18,7 +18,6 @@ it and then renamed: no legacy file is ever partial, and a full disk is one line
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def _run_state(warehouse, run_id: str) -> dict:
     for folder in layout.run_folders(warehouse):
         if folder.run_id == run_id:
             try:
-                inode = None if layout.is_remote(warehouse) else os.stat(folder.path).st_ino
+                inode = layout.open_warehouse(warehouse).folder_inode(folder.path)
             except OSError:
                 continue
             state[str(folder.path)] = (inode, sorted(reading.folder_files(warehouse, folder.path).items()))

@@ -30,7 +30,7 @@ from lensdb.legacy.reader import LegacyFiles, LegacyModel, LensRow, files_sha256
 from lensdb.legacy.tables import legacy_tables, manifest_table
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.reading import read_manifest, table_rows
-from lensdb.warehouse.writer import RunWriter, commit_lock, run_writer
+from lensdb.warehouse.writer import RunWriter
 
 __all__ = ["ImportedRun", "LegacyFiles", "LegacyModel", "LensRow", "PreparedRun", "find_legacy_files", "import_legacy",
            "read_model", "stage_run", "write_runs"]
@@ -90,12 +90,12 @@ def write_runs(warehouse: Path, runs: list[PreparedRun], *, skip_imported: bool 
     with contextlib.ExitStack() as stack:
         writers = []
         for run in runs:
-            writer = stack.enter_context(run_writer(warehouse, run.model.model, run.run_id))
+            writer = stack.enter_context(layout.open_warehouse(warehouse).writer(run.model.model, run.run_id))
             stage_run(writer, run.tables)
             writers.append(writer)
         imported = []
         # Object stores have no lock: there the check narrows the window, it cannot close it.
-        with contextlib.nullcontext() if layout.is_remote(warehouse) else commit_lock(warehouse):
+        with layout.open_warehouse(warehouse).commit_lock():
             earlier = imported_file_hashes(warehouse) if skip_imported else {}
             try:
                 for writer, run in zip(writers, runs):

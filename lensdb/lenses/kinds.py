@@ -91,8 +91,9 @@ class TunedLens(Lens):
         """By the sha256 of its params.pt (the tuned-lens format's content hash), not its path:
         read from the folder, else from the warehouse's lens store."""
         folder = Path(spec.argument).expanduser()
-        if not folder.is_dir() and not layout.is_remote(warehouse):
-            folder = warehouse / layout.LENSES_DIR / spec.argument
+        lens_root = layout.open_warehouse(warehouse).lens_root()  # None: the store keeps no lenses
+        if not folder.is_dir() and lens_root is not None:
+            folder = lens_root / spec.argument
         params = folder / "params.pt"
         sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None
         return LensIdentity(spec.name, spec.kind, sha256)

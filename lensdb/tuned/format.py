@@ -48,6 +48,7 @@ import torch
 
 from lensdb.errors import TunedLensError, first_line
 from lensdb.extract.lens import FINAL_NORM, apply_norm
+from lensdb.files import write_atomic
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.pt"
@@ -244,15 +245,6 @@ def save_tuned_lens(translators: TunedTranslators, path: str | os.PathLike) -> T
     except OSError as exc:
         raise TunedLensError(f"cannot write the tuned lens to {folder}: {exc.strerror or exc}") from None
     return replace(translators, config=config, sha256=hashlib.sha256(data).hexdigest(), origin=str(folder.resolve()))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def zero_translators(n_layers: int, d_model: int, config: dict | None = None) -> TunedTranslators:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensdb.errors import TunedLensError
+from lensdb.files import replace_whole, write_atomic
 from lensdb.warehouse import layout
 from lensdb.warehouse.schema import LENSES, with_metadata
 
@@ -46,7 +47,7 @@ REMOTE_STORE = "stored tuned lenses live in local warehouses only (pass tuned:DI
 
 def local_store(warehouse) -> Path:
     """The warehouse folder that stores lenses; one line for an object-store warehouse."""
-    if layout.is_remote(warehouse):
+    if layout.open_warehouse(warehouse).lens_root() is None:
         raise TunedLensError(f"{warehouse}: {REMOTE_STORE}")
     return warehouse
 
@@ -61,7 +62,7 @@ def training_dir(warehouse: Path, name: str) -> Path:
 
 def stored_lens_names(warehouse: str | os.PathLike | None = None) -> list[str]:
     resolved = layout.resolve_warehouse(warehouse)
-    if layout.is_remote(resolved):
+    if layout.open_warehouse(resolved).lens_root() is None:
         return []
     root = resolved / LENSES_DIR
     if not root.is_dir():
@@ -80,7 +81,7 @@ def resolve_tuned_spec(spec: str, warehouse: str | os.PathLike | None = None):
     if path.is_dir():
         return load_tuned_lens(path)
     warehouse_path = layout.resolve_warehouse(warehouse)
-    if layout.is_remote(warehouse_path):
+    if layout.open_warehouse(warehouse_path).lens_root() is None:
         raise TunedLensError(f"no tuned lens folder {spec!r}; {REMOTE_STORE}")
     if _NAME.match(spec):  # train-lens stores no lens under a lens kind's name
         stored = warehouse_path / LENSES_DIR / spec
@@ -99,16 +100,15 @@ def write_lens_folder(folder: Path, translators, rows: list[dict], settings: dic
     """A complete lens folder: lens.parquet and training.json, then params.pt, config.json
     last (each file by an atomic rename). `lens_sha256` is filled in the rows and settings.
     Returns the translators as written."""
-    from lensdb.tuned.format import params_bytes, save_tuned_lens, write_atomic
+    from lensdb.tuned.format import params_bytes, save_tuned_lens
 
     sha256 = hashlib.sha256(params_bytes(translators)).hexdigest()
     rows = [{**row, "lens_sha256": sha256} for row in rows]
     settings = {**settings, "lens_sha256": sha256}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".{TABLE_FILE}.{os.getpid()}.tmp"
-        pq.write_table(lens_table(rows).replace_schema_metadata(with_metadata(LENSES, "lenses").metadata), temporary)
-        os.replace(temporary, folder / TABLE_FILE)
+        table = lens_table(rows).replace_schema_metadata(with_metadata(LENSES, "lenses").metadata)
+        replace_whole(folder / TABLE_FILE, lambda temporary: pq.write_table(table, temporary))
         write_atomic(folder / SETTINGS_FILE, (json.dumps(settings, indent=2, default=str) + "\n").encode())
     except OSError as exc:
         raise TunedLensError(f"cannot write the tuned lens to {folder}: {exc.strerror or exc}") from None

@@ -15,16 +15,16 @@ each writes a temporary file of its own and renames it into place.
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lensdb.warehouse import layout
-from lensdb.warehouse.schema import LENSES, TABLES, with_metadata
+from lensdb.errors import WarehouseError
+from lensdb.files import replace_whole
+from lensdb.warehouse import paths
+from lensdb.warehouse.schema import LENSES, TABLES, parquet_bytes, with_metadata
 
 # Typical rows per file of each table (planner estimates only; never read).
 ANCHOR_ROWS = {
@@ -44,10 +44,10 @@ ANCHOR_FOLDER = ("model=_", "run=_")
 STALE_SECONDS = 600
 
 
-def anchor_path(root: Path, table: str) -> Path:
+def anchor_path(root: Path | PurePosixPath, table: str) -> Path | PurePosixPath:
     if table == "lenses":
-        return root / layout.SCHEMA_DIR / layout.LENSES_DIR / "lens.parquet"
-    return root / layout.SCHEMA_DIR / ANCHOR_FOLDER[0] / ANCHOR_FOLDER[1] / table / "part-00000.parquet"
+        return root / paths.SCHEMA_DIR / paths.LENSES_DIR / "lens.parquet"
+    return root / paths.SCHEMA_DIR / ANCHOR_FOLDER[0] / ANCHOR_FOLDER[1] / table / "part-00000.parquet"
 
 
 def anchor_table(table: str) -> pa.Table:
@@ -69,12 +69,27 @@ def write_schema_anchors(root: Path) -> None:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path.parent)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        replace_whole(path, lambda temporary, table=table: pq.write_table(anchor_table(table), temporary, compression="zstd"))
+
+
+def ensure_store_anchors(store, *, writer: bool) -> None:
+    """The schema files of an object store (remote.RemoteWarehouse), from one listing: those it
+    lacks are written, and by a `writer` also those that differ from this lensdb's (a new
+    schema version). A reader that cannot write a missing one gets one line."""
+    present = store.listing(paths.SCHEMA_DIR)
+    for table in SCHEMAS:
+        relative = str(anchor_path(PurePosixPath(""), table))
+        entry = present.get(relative)
+        if entry is not None and not writer:
+            continue
+        data = parquet_bytes(anchor_table(table), compression="zstd")
+        if entry is not None and entry.size == len(data):
+            continue
         try:
-            pq.write_table(anchor_table(table), temporary, compression="zstd")
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+            store.write_bytes(relative, data)
+        except WarehouseError as exc:
+            if writer or entry is None:
+                raise WarehouseError(f"the warehouse {store.url} lacks its schema files and they cannot be written: {exc}") from None
 
 
 def _remove_stale_temporaries(folder: Path) -> None:

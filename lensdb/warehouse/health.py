@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lensdb import files
 from lensdb.errors import folded
-from lensdb.warehouse import layout
+from lensdb.warehouse import paths
 from lensdb.warehouse.schema import TABLES
 
 MANIFEST_TABLE = "manifest"
@@ -59,17 +59,14 @@ class DamagedRun:
         return f"{self.path.parent.name}/{self.path.name}"
 
 
-def damaged_runs(warehouse) -> list[DamagedRun]:
-    """Every damaged run folder of the warehouse, sorted by model folder and run id. (In a
-    remote warehouse: its manifest's file list against one listing, remote.survey.)"""
-    if layout.is_remote(warehouse):
-        from lensdb.warehouse import remote
-
-        return remote.survey(warehouse).damaged
-    folders = layout.run_folders(Path(warehouse))
+def damaged_runs(warehouse: Path, folders: list[paths.RunFolder] | None = None) -> list[DamagedRun]:
+    """Every damaged run folder of a local warehouse (of `folders`, its run folders listed
+    already), sorted by model folder and run id. (An object store's: remote_survey.survey,
+    from its manifests' file lists and one listing.)"""
+    folders = paths.list_run_folders(Path(warehouse)) if folders is None else folders
     recorded = user_damage_records(warehouse)
 
-    def damage(folder: layout.RunFolder) -> str | None:
+    def damage(folder: paths.RunFolder) -> str | None:
         return run_damage(folder) or recorded_damage(folder.path, recorded.get(folder.key))
 
     if len(folders) >= _PARALLEL_FROM:
@@ -84,7 +81,7 @@ def damaged_runs(warehouse) -> list[DamagedRun]:
     ]
 
 
-def run_damage(folder: layout.RunFolder) -> str | None:
+def run_damage(folder: paths.RunFolder) -> str | None:
     """Why the run folder cannot be read whole, in one line; None if it can."""
     reason = _manifest_damage(folder)
     if reason is not None:
@@ -108,22 +105,23 @@ def run_damage(folder: layout.RunFolder) -> str | None:
 # ---------------------------------------------------------------- damage found by queries
 
 
-def record_data_damage(warehouse, run: DamagedRun) -> bool:
+def record_data_damage(store, run: DamagedRun) -> bool:
     """Remember damage a query found inside a run's files (the quick check reads no data
-    pages), so that damaged_runs lists the run from now on: in `<run>/_damage.json`, else (a
-    folder this user cannot write, an object store) in this user's cache. The record holds
-    while every file it saw keeps its size and time. False if it could be written nowhere."""
-    record = {"run": run.folder_key, "reason": run.reason, "files": _file_signature(warehouse, run.path)}
-    if not layout.is_remote(warehouse):
+    pages), so that the warehouse's survey lists the run from now on: in `<run>/_damage.json`
+    where the store keeps records in run folders and the folder is writable, else in this
+    user's cache. The record holds while every file it saw keeps its size and time. False if
+    it could be written nowhere. `store`: a base.Warehouse."""
+    record = {"run": run.folder_key, "reason": run.reason, "files": store.file_signature(run.path)}
+    if store.keeps_records_in_runs:
         try:
             _write_json(Path(run.path) / DAMAGE_RECORD, record)
             return True
         except OSError:
             pass
     try:
-        records = user_damage_records(warehouse)
+        records = user_damage_records(store)
         records[run.folder_key] = record
-        _write_json(_user_records_path(warehouse), records)
+        _write_json(_user_records_path(store), records)
         return True
     except (OSError, TypeError, ValueError):
         return False
@@ -138,7 +136,7 @@ def recorded_damage(folder: Path, user_record: dict | None = None) -> str | None
         record = user_record
     if not isinstance(record, dict) or not isinstance(record.get("files"), dict) or not record["files"]:
         return None
-    if record["files"] != _file_signature(None, folder, only=record["files"]):
+    if record["files"] != local_file_signature(folder, only=record["files"]):
         return None  # a file changed since: the finding no longer stands
     reason = record.get("reason")
     return reason if isinstance(reason, str) and reason else None
@@ -155,18 +153,12 @@ def user_damage_records(warehouse) -> dict[str, dict]:
 
 
 def _user_records_path(warehouse) -> Path:
-    from lensdb.warehouse import remote
-
     digest = hashlib.sha256(str(warehouse).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return remote.cache_dir() / "damage" / f"{digest}.json"
+    return files.cache_dir() / "damage" / f"{digest}.json"
 
 
-def _file_signature(warehouse, folder, only: dict | None = None) -> dict[str, list]:
-    """The run's Parquet files (or those of `only`): path relative to the run -> [size, mtime_ns]."""
-    if warehouse is not None and layout.is_remote(warehouse):
-        from lensdb.warehouse import remote
-
-        return remote.file_signature(warehouse, folder)
+def local_file_signature(folder, only: dict | None = None) -> dict[str, list]:
+    """A local run's Parquet files (or those of `only`): path relative to the run -> [size, mtime_ns]."""
     names = list(only) if only is not None else [f"{table}/{path.name}" for table in TABLES for path in _parquet_entries(Path(folder) / table)]
     signature = {}
     for name in names:
@@ -181,12 +173,7 @@ def _file_signature(warehouse, folder, only: dict | None = None) -> dict[str, li
 def _write_json(path: Path, value) -> None:
     """Write a small JSON file whole (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        temporary.write_text(json.dumps(value, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    files.write_atomic(path, json.dumps(value, sort_keys=True).encode("utf-8"), durable=False)
 
 
 def run_data_damage(folder: Path) -> str | None:
@@ -254,7 +241,7 @@ def file_damage(path: Path) -> str | None:
     return None
 
 
-def _manifest_damage(folder: layout.RunFolder) -> str | None:
+def _manifest_damage(folder: paths.RunFolder) -> str | None:
     try:
         files = _parquet_entries(folder.path / MANIFEST_TABLE)
     except OSError as exc:
@@ -283,8 +270,8 @@ def _manifest_damage(folder: layout.RunFolder) -> str | None:
     model = rows[0]["model"]
     if not isinstance(model, str):
         return f"manifest names no model ({model!r})"
-    if layout.model_key(model) != folder.model_key:
-        return f"manifest names model {model!r}, whose folder is {layout.MODEL_PREFIX}{layout.model_key(model)}"
+    if paths.model_key(model) != folder.model_key:
+        return f"manifest names model {model!r}, whose folder is {paths.MODEL_PREFIX}{paths.model_key(model)}"
     if rows[0]["status"] != COMMITTED:
         return f"manifest status is {rows[0]['status']!r}, not {COMMITTED!r}"
     return None

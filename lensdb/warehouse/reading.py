@@ -1,5 +1,5 @@
-"""Reading one run folder directly (not through the views), in a local or a remote warehouse:
-its manifest, its files and their sizes, a table's row count from the Parquet footers."""
+"""Reading one run folder directly (not through the views), in any warehouse: its manifest,
+its files and their sizes, a table's row count from the Parquet footers."""
 
 from __future__ import annotations
 
@@ -9,27 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lensdb.errors import WarehouseError
-from lensdb.warehouse import layout
+from lensdb.warehouse.layout import open_warehouse
+from lensdb.warehouse.paths import table_files  # noqa: F401 - callers read it from here too
 
 
 def folder_files(warehouse, folder: Path | PurePosixPath) -> dict[str, int]:
     """Every file of a run folder: path relative to the folder -> bytes."""
-    if layout.is_remote(warehouse):
-        prefix = warehouse.relative(str(folder))
-        return {rel[len(prefix) + 1 :]: entry.size for rel, entry in warehouse.listing(prefix).items()}
-    files = {}
-    for path in Path(folder).rglob("*"):
-        try:
-            if path.is_file():
-                files[path.relative_to(folder).as_posix()] = path.stat().st_size
-        except OSError:
-            continue
-    return files
-
-
-def table_files(files: dict[str, int], table: str) -> dict[str, int]:
-    """The `<table>/*.parquet` files among a folder's files."""
-    return {name: size for name, size in sorted(files.items()) if name.startswith(f"{table}/") and name.endswith(".parquet") and name.count("/") == 1}
+    return open_warehouse(warehouse).folder_files(folder)
 
 
 def read_manifest(warehouse, folder: Path | PurePosixPath, files: dict[str, int] | None = None) -> dict | None:
@@ -56,7 +42,5 @@ def table_rows(warehouse, folder: Path | PurePosixPath, table: str, files: dict[
 
 
 def _read(warehouse, folder, name: str, reader):
-    if layout.is_remote(warehouse):
-        with warehouse.fs.open(f"{folder}/{name}", "rb") as handle:
-            return reader(handle)
-    return reader(Path(folder) / name)
+    with open_warehouse(warehouse).open_file(folder, name) as source:
+        return reader(source)

@@ -264,3 +264,12 @@ TABLES: dict[str, pa.Schema] = {
 
 def with_metadata(schema: pa.Schema, table: str) -> pa.Schema:
     return schema.with_metadata({b"lensdb.schema_version": str(SCHEMA_VERSION).encode(), b"lensdb.table": table.encode()})
+
+
+def parquet_bytes(table: pa.Table, **options) -> bytes:
+    """A table as the bytes of one Parquet file."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **options)
+    return sink.getvalue().to_pybytes()

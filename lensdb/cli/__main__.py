@@ -1,0 +1,3 @@
+from lensdb.cli import main
+
+main()

@@ -171,7 +171,9 @@ def _lens_specs(ctx, param, value: str):
 @click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...).")
 @click.option("--quiet", is_flag=True, help="No progress bar; print only the run id.")
-def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
+# --- issue 20: sub-layer sites ---
+@click.option("--sites", type=click.Choice(["post", "mid", "all"]), default="post", show_default=True, help="Where the residual is read: post (after each block), mid (after each block's attention, before its MLP; v1.records site = 'mid') or all (both). Parallel-block models (GPT-J, GPT-NeoX, Phi, Falcon) have no mid site.")
+def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet, sites):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id, a local model directory, or `demo`: the small
@@ -213,6 +215,7 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
         model_name=model_name,
         seed=seed,
         progress=not quiet,
+        sites=sites,
     )
     if summary.rank != 0:  # under torchrun, rank 0 speaks for the run
         return
@@ -238,7 +241,8 @@ def _extract_summary(summary) -> str:
         f"model      {summary.model}  ({summary.device}, {summary.dtype})",
         *([f"device map {_device_map_text(summary.device_map)}; lenses on {summary.device}"] if len(summary.device_map) > 1 else []),
         f"prompts    {summary.n_prompts}   lenses {','.join(summary.lenses)}" + (f"   ranks {summary.world_size}" if summary.world_size > 1 else ""),
-        f"records    {summary.rows.get('records', 0):,}" + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
+        f"records    {summary.rows.get('records', 0):,}" + (f"   mid {summary.rows['records_mid']:,}" if "records_mid" in summary.rows else "")
+        + (f"   residuals {summary.rows['residuals']:,}" if "residuals" in summary.rows else ""),
         f"time       load {summary.load_seconds:.1f} s, extract {summary.extract_seconds:.1f} s",
         f"host peak  load {_gb(summary.load_peak_host_rss_bytes)}, run {_gb(summary.peak_host_rss_bytes)} (resident memory)",
         f"last layer final_ln vs head: max KL {summary.last_layer_max_kl_bits:.2e} bits, {check}",
@@ -781,6 +785,7 @@ def _sweep_options(arguments):
         device_map=params["device_map"],
         max_memory=params["max_memory"],
         offload_folder=params["offload_folder"],
+        sites=params["sites"],
     )
 
 

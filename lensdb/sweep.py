@@ -64,6 +64,7 @@ class ExtractOptions:
     device_map: str | None = None
     max_memory: str | None = None
     offload_folder: str | None = None
+    sites: str = "post"  # issue 20: --sites
 
     def args(self) -> list[str]:
         """The options as `lensdb extract` arguments."""
@@ -80,6 +81,8 @@ class ExtractOptions:
         for flag, value in (("--device-map", self.device_map), ("--max-memory", self.max_memory), ("--offload-folder", self.offload_folder)):
             if value:
                 args += [flag, value]
+        if self.sites != "post":
+            args += ["--sites", self.sites]
         if self.quiet:
             args.append("--quiet")
         return args
@@ -95,6 +98,7 @@ class ExtractOptions:
             revision=self.revision,
             unembed=self.unembed,
             keep_residuals=self.keep_residuals,
+            sites=self.sites,
         )
 
 

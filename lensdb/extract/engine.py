@@ -42,6 +42,7 @@ from lensdb.extract.pipeline import (
 )
 from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
+from lensdb.extract.sites import check_sites, parallel_block_reason, resolve_sites
 from lensdb.lenses import DEFAULT_LENSES, parse_lens_specs, reference_lens
 from lensdb.prompts import default_prompt_set, load_prompt_set
 from lensdb.run_settings import LensIdentity, RecordSettings
@@ -100,6 +101,8 @@ def extract(
     device_map: str | dict | None = None,
     max_memory: str | dict | None = None,
     offload_folder: str | Path | None = None,
+    # --- issue 20: sub-layer sites (sites.py) ---
+    sites: str = "post",
 ) -> RunSummary:
     """Extract every prompt x lens x layer x position record of `model` into the warehouse.
 
@@ -108,6 +111,8 @@ def extract(
     `unembed` is auto | float32 | split (lenses.Unembedding). `device_map` (auto, balanced,
     a JSON file or a dict), `max_memory` ("0=75GiB,cpu=200GiB" or a dict) and
     `offload_folder` place the weights across devices (device.choose_placement).
+    `sites` is post (the residual after each block), mid (after each block's attention,
+    before its MLP) or all (both); see sites.py.
     The run is written to a staging folder and committed atomically at the end; on any
     error nothing becomes visible. Under torchrun (WORLD_SIZE > 1) every rank runs a share
     of the batches into the same run, committed once by rank 0 (distributed.py).
@@ -121,6 +126,9 @@ def extract(
         raise LensdbError("--batch-size must be at least 1")
     if unembed not in ("auto", "float32", "split"):
         raise LensdbError(f"--unembed {unembed}: choose auto, float32 or split")
+    check_sites(sites)
+    if sites != "post" and any(spec.kind == "tuned" for spec in specs):
+        raise LensdbError(f"--sites {sites}: tuned lenses have translators for post sites only; use --sites post with them")
     prompt_set = load_prompt_set(default_prompt_set(model) if prompts is None else prompts)
     warehouse_path = layout.resolve_warehouse(warehouse)
     requested_run_id = layout.check_run_id(run_id) if run_id else None
@@ -128,7 +136,7 @@ def extract(
     started = datetime.now(timezone.utc)
     options = _Options(
         specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed,
-        device_map, max_memory, offload_folder,
+        device_map, max_memory, offload_folder, sites,
     )
     with distributed.from_environment(device) as ranks:
         writer = distributed.shared_writer(ranks, warehouse_path, source.name, requested_run_id)
@@ -211,6 +219,7 @@ class _Options:
     device_map: str | dict | None
     max_memory: str | dict | None
     offload_folder: str | Path | None
+    sites: str = "post"
 
 
 @dataclass
@@ -235,6 +244,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
     t0 = time.perf_counter()
     config = load_config(source)
     check_causal_lm(config, source)
+    resolve_sites(options.sites, source.name, parallel_block_reason(config))  # --sites mid: refused before the weights load
     weight_bytes = estimate_weight_bytes(source, config)
     placement = ranks.placement(
         choose_placement(
@@ -255,6 +265,11 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
     if options.top_k > loaded.d_vocab:
         raise LensdbError(f"--top-k {options.top_k} exceeds the vocabulary size {loaded.d_vocab}")
     t1 = time.perf_counter()
+    sites, note = resolve_sites(
+        options.sites, source.name, parallel_block_reason(loaded.config, loaded.bridge.cfg, loaded.bridge.hook_dict)
+    )
+    if note and ranks.leader:
+        print(f"lensdb: {note}", file=sys.stderr)
     lens_objects = build_lenses(options.specs, loaded, warehouse_path)
     strategy = choose_unembedding_strategy(options.unembed, loaded.unembed_weight)
     prepared = prepare_prompts(loaded, prompt_set)
@@ -280,6 +295,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
         prompt_ids=pa.array([p.prompt.id for p in prepared], pa.string()),
         prompt_variants=pa.array([p.prompt.variant for p in prepared], pa.string()),
         progress=options.progress and ranks.leader,
+        sites=sites,
         check=LastLayerCheck(
             flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
         ),
@@ -298,6 +314,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
         revision=options.revision,
         unembed=options.unembed,
         keep_residuals=options.keep_residuals,
+        sites=options.sites,
     )
     return _Share(ctx, len(prepared), settings.sha256(), loaded_at - t0, loaded_at, t1, load_peak_rss)
 

@@ -37,13 +37,16 @@ class Norm:
     bias: torch.Tensor | None = None
 
 
-def norm_for(lens: str, layer: int, n_layers: int, architecture: str) -> NormRef | None:
+def norm_for(lens: str, layer: int, n_layers: int, architecture: str, site: str = "post") -> NormRef | None:
     """The norm a lens applies to the residual at `layer` (None: no norm).
 
     norm:     layer 0 -> block 0 ln1; pre-norm: layer i -> block i ln1 (the next block's
               input norm), layer n_layers -> final norm; post-norm: layer i -> block i-1 ln2.
-    final_ln: the final norm at every layer (the classic logit lens); tuned lenses too,
-              after their translator.
+              Mid sites (after block b's attention, stored as layer b + 1): pre-norm ->
+              block b ln2 (the norm its MLP reads through); post-norm -> block b ln1 (the
+              norm the block applies to that sum, as post sites take the block's ln2).
+    final_ln: the final norm at every layer and site (the classic logit lens); tuned lenses
+              too, after their translator.
     raw:      no norm.
     """
     if lens == "raw":
@@ -52,6 +55,8 @@ def norm_for(lens: str, layer: int, n_layers: int, architecture: str) -> NormRef
         return FINAL_NORM
     if lens != "norm":
         raise ValueError(f"unknown lens {lens!r}")
+    if site == "mid":
+        return ("ln1" if architecture == POST_NORM else "ln2", layer - 1)
     if layer == 0:
         return ("ln1", 0)
     if architecture == POST_NORM:

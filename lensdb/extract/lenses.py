@@ -3,8 +3,9 @@
 One class per kind of `lensdb/lenses.py`'s registry, behind one interface:
 
     lens.name                       the name written in records.lens
-    lens.normalized(resid, layers)  (layers, rows, d_model) -> float32, what the unembedding sees
-    lens.logits(resid, layers, u)   u(lens.normalized(...)): (layers, rows, d_vocab) float32
+    lens.normalized(resid, layers, sites)  (slots, rows, d_model) -> float32, what the unembedding
+                                    sees; `sites` (default: all post) says each slot's site
+    lens.logits(resid, layers, u, sites)  u(lens.normalized(...)): (slots, rows, d_vocab) float32
     lens.last_layer_key             lenses with equal keys give identical last-layer logits
     lens.describe()                 what the manifest records about the lens
 
@@ -30,18 +31,18 @@ class Lens:
         self.name = spec.name
         self.model = model
 
-    def norm_ref(self, layer: int):
-        """The model norm applied at `layer` (a NormRef, or None for no norm)."""
-        return lens_math.norm_for(self.kind, layer, self.model.n_layers, self.model.architecture)
+    def norm_ref(self, layer: int, site: str = "post"):
+        """The model norm applied at `layer` and `site` (a NormRef, or None for no norm)."""
+        return lens_math.norm_for(self.kind, layer, self.model.n_layers, self.model.architecture, site)
 
-    def normalized(self, residuals: torch.Tensor, layers: np.ndarray) -> torch.Tensor:
-        refs = [self.norm_ref(int(layer)) for layer in layers]
+    def normalized(self, residuals: torch.Tensor, layers: np.ndarray, sites=None) -> torch.Tensor:
+        refs = [self.norm_ref(int(layer), _site(sites, i)) for i, layer in enumerate(layers)]
         if all(ref == refs[0] for ref in refs):
             return lens_math.apply_norm(residuals, self._norm(refs[0]))
         return torch.stack([lens_math.apply_norm(residuals[i], self._norm(ref)) for i, ref in enumerate(refs)])
 
-    def logits(self, residuals: torch.Tensor, layers: np.ndarray, unembedding: "Unembedding") -> torch.Tensor:
-        return unembedding(self.normalized(residuals, layers))
+    def logits(self, residuals: torch.Tensor, layers: np.ndarray, unembedding: "Unembedding", sites=None) -> torch.Tensor:
+        return unembedding(self.normalized(residuals, layers, sites))
 
     @property
     def last_layer_key(self):
@@ -85,7 +86,9 @@ class TunedLens(Lens):
         super().__init__(spec, model)
         self.translators = translators.to(model.device)
 
-    def normalized(self, residuals: torch.Tensor, layers: np.ndarray) -> torch.Tensor:
+    def normalized(self, residuals: torch.Tensor, layers: np.ndarray, sites=None) -> torch.Tensor:
+        if any(_site(sites, i) != "post" for i in range(len(layers))):
+            raise LensdbError(f"tuned lens {self.name} has translators for post sites only: use --sites post for it")
         translated = torch.stack([self.translators.translate(residuals[i], int(layer)) for i, layer in enumerate(layers)])
         return lens_math.apply_norm(translated, self._norm(lens_math.FINAL_NORM))
 
@@ -95,6 +98,10 @@ class TunedLens(Lens):
 
     def describe(self) -> dict:
         return super().describe() | {"sha256": self.translators.sha256, "origin": self.translators.origin}
+
+
+def _site(sites, index: int) -> str:
+    return "post" if sites is None else sites[index]
 
 
 LENS_CLASSES: dict[str, type[Lens]] = {cls.kind: cls for cls in (NormLens, FinalNormLens, RawLens, TunedLens)}

@@ -53,7 +53,7 @@ SELECT r.prompt_id, r.prompt_variant, r.layer, r.pos, r.token, r.entropy_bits, r
        v1.rest_mass(list_slice(r.topk_probs, 1, {fmt.WIDE_TOP_K})) AS rest_mass_wide
 FROM v1.records r
 JOIN v1.prompts p USING (run_id, prompt_id, prompt_variant)
-WHERE r.run_id = $run AND r.lens = $lens AND p.role = '{fmt.POS_ROLE}' AND p.prompt_variant = '{fmt.ORIG_VARIANT}'
+WHERE r.run_id = $run AND r.lens = $lens AND r.site = 'post' AND p.role = '{fmt.POS_ROLE}' AND p.prompt_variant = '{fmt.ORIG_VARIANT}'
 ORDER BY p.prompt_index, r.layer, r.pos
 """
 
@@ -65,7 +65,7 @@ SELECT n.prompt_id, n.prompt_variant, n.layer, n.pos, n.entropy_bits,
        {", ".join(f"n.{column}" for column in fmt.PURE_METRIC_COLUMNS)}
 FROM v1.pure_next_token n
 JOIN v1.prompts p USING (run_id, prompt_id, prompt_variant)
-WHERE n.run_id = $run AND n.lens = $lens AND p.role <> '{fmt.TEST_ROLE}'
+WHERE n.run_id = $run AND n.lens = $lens AND n.site = 'post' AND p.role <> '{fmt.TEST_ROLE}'
 ORDER BY p.prompt_index, n.layer
 """
 

@@ -233,3 +233,30 @@ def test_bad_sites_and_tuned_lenses_at_mid_sites_are_one_line_errors(tiny_llama,
     with pytest.raises(LensdbError, match="tuned lenses have translators for post sites only"):
         run(tiny_llama, tiny_prompts, tmp_path / "w", sites="all", lenses="tuned:/nowhere")
     assert not (tmp_path / "w" / "runs").exists() or not any((tmp_path / "w" / "runs").rglob("manifest"))
+
+
+def test_figures_place_mid_sites_between_layers(all_sites_run):
+    from lensdb.plot import data, interactive, static
+
+    _, warehouse, summary = all_sites_run
+    with data.Warehouse(warehouse) as db:
+        run_info = db.run(summary.run_id)
+        n = run_info.n_layers
+        grid = data.grid(db, run_info, "pos", lens="norm", metric_name="p_top1")
+        assert grid.layers == [x / 2 for x in range(2 * n + 1)]  # 0, 0.5 (block 0's mid), 1, ...
+        expected = {
+            (r["layer"] - 0.5 if r["site"] == "mid" else r["layer"], r["pos"]): r["p"]
+            for r in rows(warehouse, "SELECT layer, site, pos, topk_probs[1] AS p FROM v1.records WHERE run_id = $r AND prompt_id = 'pos' AND prompt_variant = 'orig' AND lens = 'norm'", r=summary.run_id)
+        }
+        for (depth, pos), p in expected.items():
+            assert grid.value(depth, pos) == pytest.approx(p)
+        figure = interactive.heatmap_figure(grid)
+        assert list(figure.data[0].y) == grid.layers
+        static.heatmap_figure(grid)  # draws (rows half a layer apart)
+        curves = data.curves(db, [run_info], metric_name="kl_to_final_bits", lens="norm")
+        assert curves.curves[0].layers == grid.layers
+        medians = {
+            (r["layer"] - 0.5 if r["site"] == "mid" else r["layer"]): r["m"]
+            for r in rows(warehouse, "SELECT layer, site, median(kl_to_final_bits) AS m FROM v1.pure_next_token WHERE run_id = $r AND lens = 'norm' AND prompt_variant = 'orig' GROUP BY layer, site", r=summary.run_id)
+        }
+        assert curves.curves[0].median == pytest.approx([medians[x] for x in grid.layers])

@@ -91,6 +91,6 @@ def resolve_sites(sites: str, model_name: str, reason: str | None) -> tuple[str,
     return POST, f"model {model_name} has no mid residual ({reason}): post sites only"
 
 
-def depth(layer: int, site: str) -> float:
+def depth(layer: int, site: str) -> float | int:
     """Where a site lies on the layer axis: post at its layer, mid half a block before."""
-    return layer - 0.5 if site == MID else float(layer)
+    return layer - 0.5 if site == MID else layer

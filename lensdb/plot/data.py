@@ -15,6 +15,7 @@ from datetime import datetime
 
 from lensdb import catalog
 from lensdb.errors import LensdbError, QueryError, WarehouseError
+from lensdb.extract.sites import depth as site_depth
 from lensdb.plot import text
 from lensdb.plot.metrics import (DEFAULT_LENS, DEFAULT_VARIANT, DEPTHS, HIGH_QUANTILE, LOW_QUANTILE, MARKS, Metric,
                                  metric)
@@ -52,7 +53,7 @@ class Grid:
     variant: str
     lens: str
     metric: Metric
-    layers: list[int]
+    layers: list[float]  # depths: post sites at their layer, mid sites at layer - 0.5
     positions: list[int]
     position_labels: list[str]  # the prompt's tokens, escaped (pieces where blank)
     values: list[list[float]]  # [layer index][position index]; NaN where the metric is NULL
@@ -75,7 +76,7 @@ class Curve:
 
     run: RunInfo
     label: str
-    layers: list[int]
+    layers: list[float]  # depths, as Grid.layers
     median: list[float]
     low: list[float]
     high: list[float]
@@ -291,7 +292,7 @@ class Warehouse:
 # ---------------------------------------------------------------------- the figures' data
 
 GRID_SQL = """
-SELECT layer, pos, token, token_id, {value} AS value, topk_ids, topk_tokens, topk_probs
+SELECT layer, site, pos, token, token_id, {value} AS value, topk_ids, topk_tokens, topk_probs
 FROM v1.records
 WHERE run_id = $run AND prompt_id = $prompt AND prompt_variant = $variant AND lens = $lens
 ORDER BY layer, pos
@@ -307,6 +308,8 @@ def grid(db: Warehouse, run: RunInfo, prompt: str, *, variant: str = DEFAULT_VAR
     rows = db.rows(GRID_SQL.format(value=chosen.sql), run=run.run_id, prompt=prompt, variant=variant, lens=lens)
     if not rows:
         raise WarehouseError(f"run {run.run_id} has no {lens!r} records of prompt {prompt!r} ({variant})")
+    for row in rows:  # mid sites between layers: depth layer - 0.5 (extract/sites.py)
+        row["layer"] = site_depth(row["layer"], row.pop("site"))
     if require_values and all(row["value"] is None for row in rows):
         why = " (the prompt has no aligned gold answer)" if chosen.needs_gold else ""
         raise WarehouseError(f"{chosen.name} is NULL in every record of prompt {prompt!r} ({variant}, {lens}){why}: choose another --metric")
@@ -358,15 +361,15 @@ def lens_grids(db: Warehouse, run: RunInfo, prompt: str, *, variant: str = DEFAU
 
 CURVE_SQL = """
 WITH v AS (
-    SELECT layer, {value} AS value FROM v1.pure_next_token
+    SELECT layer, site, {value} AS value FROM v1.pure_next_token
     WHERE run_id = $run AND lens = $lens AND prompt_variant = $variant
       AND ($prompts IS NULL OR list_contains($prompts, prompt_id))
 )
-SELECT layer, count(value) AS n,
+SELECT layer, site, count(value) AS n,
        quantile_cont(value, 0.5) AS median,
        quantile_cont(value, {low}) AS low,
        quantile_cont(value, {high}) AS high
-FROM v GROUP BY layer ORDER BY layer
+FROM v GROUP BY layer, site ORDER BY layer, site = 'post'
 """
 
 L_SEMANTIC_SQL = """
@@ -400,7 +403,7 @@ def curves(db: Warehouse, runs: list[RunInfo], *, metric_name: str = "kl_to_fina
             raise WarehouseError(f"{chosen.name} is NULL at every last position of run {run.run_id} ({lens}, {variant}): choose another --metric")
         semantic = db.rows(L_SEMANTIC_SQL, **params)[0]
         result.append(Curve(
-            run=run, label=labels[run.run_id], layers=[row["layer"] for row in rows],
+            run=run, label=labels[run.run_id], layers=[site_depth(row["layer"], row["site"]) for row in rows],
             median=[row["median"] for row in rows], low=[row["low"] for row in rows], high=[row["high"] for row in rows],
             n_prompts=max(row["n"] for row in rows),
             l_semantic=semantic["l_semantic"], l_semantic_prompts=semantic["n"],

@@ -91,7 +91,7 @@ def test_every_extract_option_reaches_the_models_extract(tmp_path):
 
     given = ["--lens", "norm,raw", "--reference-lens", "raw", "--unembed", "float32", "--top-k", "7",
              "--device", "cpu", "--device-map", "balanced", "--max-memory", "cpu=2GiB", "--offload-folder", str(tmp_path),
-             "--dtype", "float16", "--revision", "v1", "--batch-size", "3", "--keep-residuals", "--seed", "5", "--quiet"]
+             "--dtype", "float16", "--revision", "v1", "--batch-size", "3", "--keep-residuals", "--seed", "5", "--quiet", "--sites", "all"]
     with extract.make_context("lensdb extract", ["MODEL", *given], **main.context_settings) as context:
         expected = {k: v for k, v in context.params.items() if k not in SWEEP_OWN}
     defaults = {p.name: p.default for p in extract.params}
@@ -114,7 +114,7 @@ def test_settings_hash_is_the_sha256_of_the_canonical_settings(tmp_path):
     for changed in (
         ExtractOptions(top_k=5), ExtractOptions(lenses="norm,final_ln"), ExtractOptions(dtype="float16"),
         ExtractOptions(revision="main"), ExtractOptions(unembed="float32"), ExtractOptions(keep_residuals=True),
-        ExtractOptions(reference_lens="raw"),
+        ExtractOptions(reference_lens="raw"), ExtractOptions(sites="all"), ExtractOptions(sites="mid"),
     ):
         assert changed.record_settings(tmp_path).sha256() != base, changed
     for same in (ExtractOptions(device="cpu", batch_size=3, seed=1, quiet=True), ExtractOptions(reference_lens="norm")):

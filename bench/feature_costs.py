@@ -17,7 +17,8 @@ same span (user + system, all threads, from a sample at the summary's loaded_at 
 end): on a shared machine wall time follows the neighbours, CPU time much less, so the
 ratios are given for both (`over_plain` wall, `cpu_over_plain` CPU). `plain` runs first and
 again last; the ratios divide by the faster of its two runs (so a machine that warms up or
-slows down during the run does not flatter a feature). Peak memory beyond the loaded model (extract_bench's
+slows down during the run does not flatter a feature). `--repeats R` alternates plain and
+the features R times and keeps each one's fastest run (for a shared machine). Peak memory beyond the loaded model (extract_bench's
 MemorySampler: the anonymous part of RSS on CPU, torch.cuda.max_memory_allocated on CUDA)
 is measured for plain and for every feature at N and at --n-small prompts: flat in the
 number of prompts means the ratio of the two stays near 1.
@@ -132,7 +133,12 @@ def run_benchmark(args) -> dict:
     missing = {f: "not available" for f in chosen if not available(f)}
     features = [f for f in chosen if f not in missing]
     first = measure(args, "plain", args.n, work)
-    runs = {f: measure(args, f, args.n, work) for f in features}
+    runs: dict[str, dict] = {}
+    for _ in range(args.repeats):  # alternated; each feature keeps its fastest run
+        for f in features:
+            runs[f] = min([r for r in (runs.get(f), measure(args, f, args.n, work)) if r], key=lambda r: r["extract_seconds"])
+        if _ < args.repeats - 1:
+            first = min(first, measure(args, "plain", args.n, work), key=lambda r: r["extract_seconds"])
     last = measure(args, "plain", args.n, work)
     plain_seconds = min(first["extract_seconds"], last["extract_seconds"])
     plain_cpu = min(first["cpu_seconds"], last["cpu_seconds"])
@@ -193,6 +199,7 @@ def parse_args(argv=None):
     parser.add_argument("--scale-down", action="store_true", help="the shape with 2 layers (extract_bench's smoke-test size)")
     parser.add_argument("--model", help="a local model directory instead of --shape")
     parser.add_argument("--lenses", default="norm", help="comma list of lenses (default norm)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate plain and the features this many times, keep each one's fastest (a shared machine)")
     parser.add_argument("--only", action="append", choices=FEATURES, help="measure only these features (repeatable)")
     parser.add_argument("--json", dest="json_out", help="write the result here")
     parser.add_argument("--phase", choices=("plain", *FEATURES), help=argparse.SUPPRESS)

@@ -89,7 +89,7 @@ SWEEP_OWN = {"model", "prompts", "warehouse", "as_json"} | PER_RUN
 # A value other than the default for each option a sweep passes on.
 GIVEN = {"lenses": "norm,raw", "reference_lens": "raw", "unembed": "float32", "top_k": "7", "device": "cpu",
          "device_map": "balanced", "max_memory": "cpu=2GiB", "offload_folder": "{tmp}", "dtype": "float16", "revision": "v1",
-         "batch_size": "3", "keep_residuals": True, "seed": "5", "quiet": True}
+         "batch_size": "3", "keep_residuals": True, "seed": "5", "quiet": True, "sites": "all"}
 
 
 def test_every_extract_option_reaches_the_models_extract(tmp_path):
@@ -153,7 +153,7 @@ def test_settings_hash_is_the_sha256_of_the_canonical_settings(tmp_path):
     for changed in (
         ExtractConfig(top_k=5), ExtractConfig(lenses="norm,final_ln"), ExtractConfig(dtype="float16"),
         ExtractConfig(revision="main"), ExtractConfig(unembed="float32"), ExtractConfig(keep_residuals=True),
-        ExtractConfig(reference_lens="raw"),
+        ExtractConfig(reference_lens="raw"), ExtractConfig(sites="all"), ExtractConfig(sites="mid"),
     ):
         assert changed.record_settings(tmp_path).sha256() != base, changed
     for same in (ExtractConfig(device="cpu", batch_size=3, seed=1, quiet=True), ExtractConfig(reference_lens="norm")):

@@ -15,7 +15,7 @@ from lensdb.errors import ModelError
 
 @dataclass
 class PassOutput:
-    residuals: torch.Tensor  # (n_layers + 1, n_real_tokens, d_model), model dtype
+    residuals: torch.Tensor  # (n_slots, n_real_tokens, d_model), model dtype: one slot per hook (sites.SiteLayout)
     logits: torch.Tensor  # (n_real_tokens, d_vocab), the model's own final logits, float32
 
 

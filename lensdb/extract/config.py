@@ -33,6 +33,7 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 UNEMBED_STRATEGIES = ("auto", "float32", "split")
+SITES = ("post", "mid", "all")  # lensdb/extract/sites.py
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,12 @@ class ExtractConfig:
     keep_residuals: bool = option(
         "--keep-residuals", False, "Also store every residual vector (its own table, model dtype).", is_flag=True, records=True
     )
+    sites: str = option(
+        "--sites", "post",
+        "Where the residual is read: post (after each block), mid (after each block's attention, before its MLP; v1.records "
+        "site = 'mid') or all (both). Parallel-block models (GPT-J, GPT-NeoX, Phi, Falcon) have no mid site.",
+        choices=SITES, show_default=True, records=True,
+    )  # fmt: skip
     run_id: str | None = option("--run-id", None, "Id of the new run [default: UTC time and a random suffix].", per_run=True)
     model_name: str | None = option("--model-name", None, "Name recorded for the model [default: hub id, or the directory's name].", per_run=True)
     seed: int = option("--seed", 316, "torch seed set before loading.", number=True, show_default=True)  # the original experiment's seed
@@ -139,6 +146,8 @@ class ExtractConfig:
         if self.run_id is not None:
             layout.check_run_id(self.run_id)
         reference_lens(self.lenses, self.reference_lens)  # raises unless --reference-lens is among the lenses
+        if self.sites != "post" and any(spec.kind == "tuned" for spec in self.lenses):
+            raise LensdbError(f"--sites {self.sites}: tuned lenses have translators for post sites only; use --sites post with them")
         for config_field in fields(self):
             opt, value = option_of(config_field), getattr(self, config_field.name)
             if value is None or opt.flag is None:

@@ -37,6 +37,7 @@ from lensdb.extract.records import prompts_table, vocab_table
 from lensdb.extract.sink import RecordSink
 from lensdb.extract.source import check_causal_lm, estimate_lens_bytes, estimate_weight_bytes, load_config, resolve_source
 from lensdb.extract.unembedding import Unembedding, choose_unembedding_strategy
+from lensdb.extract.sites import parallel_block_reason, resolve_sites
 from lensdb.lenses import build_lenses
 from lensdb.prompts import default_prompt_set, load_prompt_set
 from lensdb.run_settings import LensIdentity
@@ -183,6 +184,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractCon
     t0 = time.perf_counter()
     config = load_config(source)
     check_causal_lm(config, source)
+    resolve_sites(options.sites, source.name, parallel_block_reason(config))  # --sites mid: refused before the weights load
     weight_bytes = estimate_weight_bytes(source, config)
     placement = ranks.placement(
         choose_placement(
@@ -203,6 +205,9 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractCon
     if options.top_k > loaded.d_vocab:
         raise LensdbError(f"--top-k {options.top_k} exceeds the vocabulary size {loaded.d_vocab}")
     t1 = time.perf_counter()
+    sites, note = resolve_sites(options.sites, source.name, parallel_block_reason(loaded.config, loaded.bridge.cfg, loaded.bridge.hook_dict))
+    if note and ranks.leader:
+        print(f"lensdb: {note}", file=sys.stderr)
     lens_objects = build_lenses(options.lenses, loaded, warehouse_path)
     strategy = choose_unembedding_strategy(options.unembed, loaded.unembed_weight)
     prepared = prepare_prompts(loaded, prompt_set)
@@ -229,6 +234,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractCon
         prompt_ids=pa.array([p.prompt.id for p in prepared], pa.string()),
         prompt_variants=pa.array([p.prompt.variant for p in prepared], pa.string()),
         progress=progress and ranks.leader,
+        sites=sites,
         check=LastLayerCheck(
             flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
         ),

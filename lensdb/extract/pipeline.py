@@ -29,6 +29,7 @@ from lensdb.extract import capture, stats as lens_stats
 from lensdb.extract.batches import Batch
 from lensdb.extract.records import consistency_table, finals_batch, records_batch, residuals_batch
 from lensdb.extract.sink import RecordSink, to_host
+from lensdb.extract.sites import MID, SiteLayout, site_layout
 from lensdb.extract.unembedding import Unembedding
 from lensdb.lenses import Lens
 from lensdb.warehouse import schema
@@ -90,6 +91,15 @@ class RunContext:
     prompt_variants: pa.Array
     progress: bool = False
     check: LastLayerCheck = field(default_factory=LastLayerCheck)
+    sites: str = "post"  # --sites: post, mid or all (sites.py)
+    _layout: SiteLayout | None = field(default=None, init=False, repr=False)
+
+    @property
+    def layout(self) -> SiteLayout:
+        """Which residual each captured slot holds (its hook, layer and site)."""
+        if self._layout is None:
+            self._layout = site_layout(self.model.n_layers, self.sites)
+        return self._layout
 
     @property
     def device(self) -> torch.device:
@@ -105,7 +115,10 @@ def run_batches(ctx: RunContext, batches: list[Batch], sink: RecordSink) -> Last
     from tqdm import tqdm
 
     model = ctx.model
-    hooks = model.residual_hooks()
+    hooks = list(ctx.layout.hooks)
+    if not (ctx.layout.sites[: ctx.layout.n_recorded] != MID).any():
+        # --sites mid: an empty records/ file, since every run has that table (health.REQUIRED_TABLES)
+        sink.submit(lambda: iter([("records", schema.RECORDS.empty_table(), schema.RECORDS, "part")]))
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     total = sum(len(batch.prompts) for batch in batches)
     bar = tqdm(total=total, unit="prompt", desc=model.source.name, file=sys.stderr, disable=None if ctx.progress else True)
@@ -124,10 +137,13 @@ def run_batches(ctx: RunContext, batches: list[Batch], sink: RecordSink) -> Last
 
 
 def lens_records(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink: RecordSink) -> None:
-    """Lens and statistics stages over chunks of layers x rows small enough for the chunk budget."""
+    """Lens and statistics stages over chunks of slots (layer, site) x rows small enough for
+    the chunk budget: with --sites all there are twice as many slots, each chunk the same size."""
     device = ctx.device
     n_rows = output.logits.shape[0]
-    n_layers = ctx.model.n_layers + 1
+    layout = ctx.layout
+    n_layers = layout.n_recorded
+    sites = None if layout.post_only else layout.sites
     answer_ids = torch.from_numpy(batch.answer_ids).to(device, non_blocking=True)
     paired_ids = torch.from_numpy(batch.paired_ids).to(device, non_blocking=True)
     has_answer = batch.answer_ids != lens_stats.NO_TOKEN
@@ -141,10 +157,12 @@ def lens_records(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink
         row_slice = slice(row_start, row_start + positions_per_chunk)
         chunk_rows = batch.rows.take(row_slice)
         for layer_start in range(0, n_layers, layers_per_chunk):
-            layers = np.arange(layer_start, min(n_layers, layer_start + layers_per_chunk))
-            residuals = output.residuals[layer_start : layers[-1] + 1, row_slice]
+            slots = slice(layer_start, min(n_layers, layer_start + layers_per_chunk))
+            layers = layout.layers[slots]
+            chunk_sites = None if sites is None else sites[slots]
+            residuals = output.residuals[slots, row_slice]
             results = lens_stats.chunk_statistics(
-                {lens.name: lens.logits(residuals, layers, ctx.unembedding) for lens in ctx.lenses},
+                {lens.name: lens.logits(residuals, layers, ctx.unembedding, chunk_sites) for lens in ctx.lenses},
                 final_log_probs=final_log_probs[row_slice],
                 final_logits_unit=final_unit[row_slice],
                 answer_ids=answer_ids[row_slice],
@@ -157,10 +175,10 @@ def lens_records(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink
                 has_paired=has_paired[row_slice],
             )
             host, copied = to_host(results)
-            sink.submit(_records_job(ctx, host, copied, layers, chunk_rows))
+            sink.submit(_records_job(ctx, host, copied, layers, chunk_rows, chunk_sites))
 
 
-def _records_job(ctx: RunContext, results, copied, layers, rows):
+def _records_job(ctx: RunContext, results, copied, layers, rows, sites=None):
     def job():
         copied.wait()
         check_finite(ctx, results, layers, rows)
@@ -174,12 +192,26 @@ def _records_job(ctx: RunContext, results, copied, layers, rows):
                 prompt_variants=ctx.prompt_variants,
                 vocab=ctx.vocab,
             )
-            # Last-position rows go to a file of their own, so next-token queries skip the rest.
-            last = batch.column("is_last_pos")
-            yield "records", batch.filter(last), schema.RECORDS, "next"
-            yield "records", batch.filter(pa.compute.invert(last)), schema.RECORDS, "part"
+            for table, rows_of_site in _by_site(batch, sites, len(rows.pos)):
+                # Last-position rows go to a file of their own, so next-token queries skip the rest.
+                last = rows_of_site.column("is_last_pos")
+                yield table, rows_of_site.filter(last), schema.RECORDS, "next"
+                yield table, rows_of_site.filter(pa.compute.invert(last)), schema.RECORDS, "part"
 
     return job
+
+
+def _by_site(batch: pa.RecordBatch, sites, n_rows: int):
+    """(table, rows) for each site of a chunk: post records in `records`, mid ones in
+    `records_mid` (schema.py: the site is the table, so older runs' files stay readable)."""
+    if sites is None:
+        yield "records", batch
+        return
+    mid = np.repeat(sites == MID, n_rows)
+    if not mid.all():
+        yield "records", batch.filter(pa.array(~mid))
+    if mid.any():
+        yield "records_mid", batch.filter(pa.array(mid))
 
 
 def check_finite(ctx: RunContext, results: dict, layers: np.ndarray, rows) -> None:
@@ -224,7 +256,8 @@ def finals_and_consistency(ctx: RunContext, output: capture.PassOutput, batch: B
     head_log_probs = torch.log_softmax(head_logits, dim=-1)
     finals = _finals(ctx, batch, head_logits)
     last_layer = np.array([model.n_layers])
-    last_residuals = output.residuals[model.n_layers :, last_rows]
+    last_post = ctx.layout.last_post
+    last_residuals = output.residuals[last_post : last_post + 1, last_rows]
     # Lenses whose last layer is the same map (norm, final_ln and tuned on pre-norm models)
     # share one projection and one fit.
     by_key: dict = {}
@@ -284,13 +317,19 @@ def residual_rows(ctx: RunContext, output: capture.PassOutput, batch: Batch, sin
     """--keep-residuals: every residual vector in the model's dtype (bfloat16 widened to float32)."""
     model = ctx.model
     value_type = pa.float16() if model.dtype == torch.float16 else pa.float32()
-    host, copied = to_host(output.residuals)
-    layers = np.arange(model.n_layers + 1)
+    layout = ctx.layout
+    host, copied = to_host(output.residuals if layout.n_recorded == layout.n_slots else output.residuals[: layout.n_recorded])
+    tables = [("residuals", layout.sites[: layout.n_recorded] != MID), ("residuals_mid", layout.sites[: layout.n_recorded] == MID)]
 
     def job():
         copied.wait()
-        data = residuals_batch(host, layers=layers, rows=batch.rows, prompt_ids=ctx.prompt_ids, prompt_variants=ctx.prompt_variants)
-        yield "residuals", data, schema.residuals_schema(value_type, model.d_model), "part"
+        for table, keep in tables:
+            if keep.any():
+                values = host if keep.all() else host[torch.from_numpy(np.flatnonzero(keep))]
+                data = residuals_batch(
+                    values, layers=layout.layers[: layout.n_recorded][keep], rows=batch.rows, prompt_ids=ctx.prompt_ids, prompt_variants=ctx.prompt_variants
+                )
+                yield table, data, schema.residuals_schema(value_type, model.d_model), "part"
 
     sink.submit(job)
 

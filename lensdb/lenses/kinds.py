@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from lensdb.errors import LensdbError
 from lensdb.extract.norm_refs import FINAL_NORM, POST_NORM, NormRef
 from lensdb.lenses.registry import Lens, register
 from lensdb.run_settings import LensIdentity
 from lensdb.warehouse import layout
 
 
-def final_norm(layer: int, n_layers: int, architecture: str) -> NormRef:
+def final_norm(layer: int, n_layers: int, architecture: str, site: str = "post") -> NormRef:
     return FINAL_NORM
 
 
@@ -27,9 +28,14 @@ class NormLens(Lens):
     summary = "architecture-aware"
 
     @staticmethod
-    def norm_at(layer: int, n_layers: int, architecture: str) -> NormRef:
+    def norm_at(layer: int, n_layers: int, architecture: str, site: str = "post") -> NormRef:
         """layer 0 -> block 0 ln1; pre-norm: layer i -> block i ln1 (the next block's input
-        norm), layer n_layers -> final norm; post-norm: layer i -> block i-1 ln2."""
+        norm), layer n_layers -> final norm; post-norm: layer i -> block i-1 ln2.
+        Mid sites (after block b's attention, stored as layer b + 1): pre-norm -> block b ln2
+        (the norm its MLP reads through); post-norm -> block b ln1 (the norm the block
+        applies to that sum, as post sites take the block's ln2)."""
+        if site == "mid":
+            return ("ln1" if architecture == POST_NORM else "ln2", layer - 1)
         if layer == 0:
             return ("ln1", 0)
         if architecture == POST_NORM:
@@ -56,7 +62,7 @@ class RawLens(Lens):
     summary = "no norm"
 
     @staticmethod
-    def norm_at(layer: int, n_layers: int, architecture: str) -> None:
+    def norm_at(layer: int, n_layers: int, architecture: str, site: str = "post") -> None:
         return None
 
 
@@ -98,8 +104,11 @@ class TunedLens(Lens):
         sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None
         return LensIdentity(spec.name, spec.kind, sha256)
 
-    def translated(self, residuals, layers):
+    def translated(self, residuals, layers, sites=None):
         from lensdb.extract import lens as lens_math
+
+        if sites is not None and any(site != "post" for site in sites):
+            raise LensdbError(f"tuned lens {self.name} has translators for post sites only: use --sites post for it")
 
         return lens_math.per_layer(self.translators.translate, residuals, layers)
 

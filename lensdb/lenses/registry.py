@@ -28,8 +28,9 @@ class Lens:
         argument                what follows `kind:` (e.g. "DIR|NAME"); None: it takes none
         identity_at_last_layer  True when nothing but its norm acts at the last layer, so
                                 it shares the last-layer logits of lenses with that norm
-        norm_at(layer, n_layers, architecture)   the model norm it applies there (a NormRef,
-                                or None for no norm): a pure function of the layer
+        norm_at(layer, n_layers, architecture, site)   the model norm it applies there (a
+                                NormRef, or None for no norm): a pure function of the layer
+                                and the site (post, or mid: lensdb/extract/sites.py)
 
     and may override, for a lens with parameters of its own:
         build(spec, model, warehouse)   the lens on a loaded model (reads its files)
@@ -39,8 +40,9 @@ class Lens:
 
     On a model every lens offers:
         lens.name                       the name written in records.lens
-        lens.normalized(resid, layers)  (layers, rows, d_model) -> float32, what the unembedding sees
-        lens.logits(resid, layers, u)   u(lens.normalized(...)): (layers, rows, d_vocab) float32
+        lens.normalized(resid, layers, sites)  (slots, rows, d_model) -> float32, what the
+                                unembedding sees; `sites` gives each slot's site (None: all post)
+        lens.logits(resid, layers, u, sites)   u(lens.normalized(...)): (slots, rows, d_vocab) float32
         lens.last_layer_key             lenses with equal keys give identical last-layer logits
     """
 
@@ -50,7 +52,7 @@ class Lens:
     identity_at_last_layer: ClassVar[bool] = True
 
     @staticmethod
-    def norm_at(layer: int, n_layers: int, architecture: str) -> NormRef | None:
+    def norm_at(layer: int, n_layers: int, architecture: str, site: str = "post") -> NormRef | None:
         raise NotImplementedError
 
     def __init__(self, spec, model):
@@ -66,24 +68,24 @@ class Lens:
     def identity(cls, spec, warehouse) -> LensIdentity:
         return LensIdentity(spec.name, spec.kind)
 
-    def norm_ref(self, layer: int) -> NormRef | None:
-        """The model norm applied at `layer` (a NormRef, or None for no norm)."""
-        return self.norm_at(layer, self.model.n_layers, self.model.architecture)
+    def norm_ref(self, layer: int, site: str = "post") -> NormRef | None:
+        """The model norm applied at `layer` and `site` (a NormRef, or None for no norm)."""
+        return self.norm_at(layer, self.model.n_layers, self.model.architecture, site)
 
-    def translated(self, residuals: "torch.Tensor", layers: "np.ndarray") -> "torch.Tensor":
+    def translated(self, residuals: "torch.Tensor", layers: "np.ndarray", sites=None) -> "torch.Tensor":
         return residuals
 
-    def normalized(self, residuals: "torch.Tensor", layers: "np.ndarray") -> "torch.Tensor":
+    def normalized(self, residuals: "torch.Tensor", layers: "np.ndarray", sites=None) -> "torch.Tensor":
         from lensdb.extract import lens as lens_math
 
-        residuals = self.translated(residuals, layers)
-        refs = [self.norm_ref(int(layer)) for layer in layers]
+        residuals = self.translated(residuals, layers, sites)
+        refs = [self.norm_ref(int(layer), "post" if sites is None else sites[i]) for i, layer in enumerate(layers)]
         if all(ref == refs[0] for ref in refs):
             return lens_math.apply_norm(residuals, self._norm(refs[0]))
         return lens_math.apply_norms(residuals, [self._norm(ref) for ref in refs])
 
-    def logits(self, residuals: "torch.Tensor", layers: "np.ndarray", unembedding) -> "torch.Tensor":
-        return unembedding(self.normalized(residuals, layers))
+    def logits(self, residuals: "torch.Tensor", layers: "np.ndarray", unembedding, sites=None) -> "torch.Tensor":
+        return unembedding(self.normalized(residuals, layers, sites))
 
     @property
     def last_layer_key(self):
@@ -106,11 +108,11 @@ def register(cls: type[Lens]) -> type[Lens]:
     return cls
 
 
-def norm_for(lens: str, layer: int, n_layers: int, architecture: str) -> NormRef | None:
-    """The norm the lens kind `lens` applies to the residual at `layer` (None: no norm)."""
+def norm_for(lens: str, layer: int, n_layers: int, architecture: str, site: str = "post") -> NormRef | None:
+    """The norm the lens kind `lens` applies to the residual at `layer` and `site` (None: no norm)."""
     if lens not in KINDS:
         raise ValueError(f"unknown lens {lens!r}")
-    return KINDS[lens].norm_at(layer, n_layers, architecture)
+    return KINDS[lens].norm_at(layer, n_layers, architecture, site)
 
 
 def build_lenses(specs, model, warehouse=None) -> tuple[Lens, ...]:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from lensdb.errors import LensdbError, WarehouseError
+from lensdb.extract.sites import depth as site_depth
 from lensdb.plot import text
 from lensdb.plot.metrics import DEFAULT_LENS, DEFAULT_VARIANT, DEPTHS, HIGH_QUANTILE, LOW_QUANTILE, Metric, metric
 from lensdb.plot.reader import RunInfo, Warehouse
@@ -29,7 +30,7 @@ class Grid:
     variant: str
     lens: str
     metric: Metric
-    layers: list[int]
+    layers: list[float]  # depths: post sites at their layer, mid sites at layer - 0.5
     positions: list[int]
     position_labels: list[str]  # the prompt's tokens, escaped (pieces where blank)
     values: list[list[float]]  # [layer index][position index]; NaN where the metric is NULL
@@ -52,7 +53,7 @@ class Curve:
 
     run: RunInfo
     label: str
-    layers: list[int]
+    layers: list[float]  # depths, as Grid.layers
     median: list[float]
     low: list[float]
     high: list[float]
@@ -103,6 +104,8 @@ def grid(db: Warehouse, run: RunInfo, prompt: str, *, variant: str = DEFAULT_VAR
     rows = db.rows("plot/grid", metric=chosen.name, run=run.run_id, prompt=prompt, variant=variant, lens=lens)
     if not rows:
         raise WarehouseError(f"run {run.run_id} has no {lens!r} records of prompt {prompt!r} ({variant})")
+    for row in rows:  # mid sites between layers: depth layer - 0.5 (extract/sites.py)
+        row["layer"] = site_depth(row["layer"], row.pop("site"))
     if require_values and all(row["value"] is None for row in rows):
         why = " (the prompt has no aligned gold answer)" if chosen.needs_gold else ""
         raise WarehouseError(f"{chosen.name} is NULL in every record of prompt {prompt!r} ({variant}, {lens}){why}: choose another --metric")
@@ -175,7 +178,7 @@ def curves(db: Warehouse, runs: list[RunInfo], *, metric_name: str = "kl_to_fina
             raise WarehouseError(f"{chosen.name} is NULL at every last position of run {run.run_id} ({lens}, {variant}): choose another --metric")
         semantic = db.rows("plot/l_semantic", **params)[0]
         result.append(Curve(
-            run=run, label=labels[run.run_id], layers=[row["layer"] for row in rows],
+            run=run, label=labels[run.run_id], layers=[site_depth(row["layer"], row["site"]) for row in rows],
             median=[row["median"] for row in rows], low=[row["low"] for row in rows], high=[row["high"] for row in rows],
             n_prompts=max(row["n"] for row in rows),
             l_semantic=semantic["l_semantic"], l_semantic_prompts=semantic["n"],

@@ -69,9 +69,11 @@ def _draw_grid(ax, grid: Grid, norm, cmap):
 
     values = np.ma.masked_invalid(np.array(grid.values, dtype=float))
     n_rows, n_cols = values.shape
+    # Rows one layer apart, or half a layer with mid sites (layer - 0.5) between them.
+    half_row = 0.5 if n_rows < 2 else (grid.layers[-1] - grid.layers[0]) / (n_rows - 1) / 2
     image = ax.imshow(
         values, origin="lower", aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
-        extent=(-0.5, n_cols - 0.5, grid.layers[0] - 0.5, grid.layers[-1] + 0.5),
+        extent=(-0.5, n_cols - 0.5, grid.layers[0] - half_row, grid.layers[-1] + half_row),
     )
     image.set_gid("heatmap")
     fontsize = 6.5 if n_cols > 30 else 7.5

@@ -1,6 +1,7 @@
 -- what: per-layer curves at the next-token position: mean entropy, KL to the final
 --       distribution, answer probability and rank, per model, run and lens.
-SELECT model, run_id, lens, layer,
+--       Per site too: post, and mid (between layers) in runs with --sites mid|all.
+SELECT model, run_id, lens, layer, site,
        count(*) AS prompts,
        avg(entropy_bits) AS mean_entropy_bits,
        avg(kl_to_final_bits) AS mean_kl_to_final_bits,
@@ -8,5 +9,5 @@ SELECT model, run_id, lens, layer,
        median(answer_rank) AS median_answer_rank,
        avg(CASE WHEN is_answer THEN 1.0 ELSE 0.0 END) FILTER (WHERE is_answer IS NOT NULL) AS answer_top1_rate
 FROM v1.pure_next_token
-GROUP BY model, run_id, lens, layer
-ORDER BY model, run_id, lens, layer;
+GROUP BY model, run_id, lens, layer, site
+ORDER BY model, run_id, lens, layer, site = 'post';

@@ -31,10 +31,12 @@ ANCHOR_ROWS = {
     "manifest": 1,
     "prompts": 1_000,
     "records": 100_000,
+    "records_mid": 100_000,
     "finals": 1_000,
     "consistency": 1_000,
     "legacy_raw_lens_samples": 1_000,
     "residuals": 100_000,
+    "residuals_mid": 100_000,
     "vocab": 50_000,
     "lenses": 10,
 }

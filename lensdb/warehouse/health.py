@@ -211,7 +211,7 @@ def schema_damage(table: str, schema) -> str | None:
         if expected.name not in schema.names:
             return f"lacks column {expected.name}"
         got = schema.field(expected.name).type
-        if table == "residuals" and expected.name == "resid":
+        if table in ("residuals", "residuals_mid") and expected.name == "resid":
             if not (pa.types.is_list(got) or pa.types.is_fixed_size_list(got) or pa.types.is_large_list(got)):
                 return f"has column resid of type {got}, expected a list"
         elif not got.equals(expected.type):

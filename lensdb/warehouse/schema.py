@@ -9,11 +9,17 @@ key-value metadata.
 Tables (one row per ...):
   manifest                the run
   prompts                 prompt
-  records                 prompt x lens x layer x position
+  records                 prompt x lens x layer x position, at post sites (after each block)
+  records_mid             the same at mid sites (after a block's attention, before its MLP:
+                          --sites mid|all); layer = the block's number + 1. The site is the
+                          table, not a column, so that the files of earlier runs (no such
+                          column) still read under the views' first-file schema; v1.records
+                          shows both with a `site` column
   finals                  prompt x temperature: the model's own next-token distribution
   consistency             prompt x lens: last-layer lens vs model head, the parts SQL cannot derive
   legacy_raw_lens_samples imported runs only: the legacy raw-vs-norm samples (raw records absent)
-  residuals               prompt x layer x position (only with --keep-residuals)
+  residuals               prompt x layer x position (only with --keep-residuals); residuals_mid
+                          the same at mid sites
   vocab                   vocabulary id: the tokenizer's piece and the decoded text (extract runs)
 
 Outside runs, `lenses/<name>/lens.parquet` (LENSES, one row per layer) describes a tuned
@@ -254,10 +260,12 @@ TABLES: dict[str, pa.Schema] = {
     "manifest": MANIFEST,
     "prompts": PROMPTS,
     "records": RECORDS,
+    "records_mid": RECORDS,
     "finals": FINALS,
     "consistency": CONSISTENCY,
     "legacy_raw_lens_samples": LEGACY_RAW_LENS_SAMPLES,
     "residuals": residuals_schema(_f32, 1),
+    "residuals_mid": residuals_schema(_f32, 1),
     "vocab": VOCAB,
 }
 

@@ -132,13 +132,22 @@ WHERE v1_base.is_shortened(t.filename) AND NOT v1_base.skipped(t.filename);
 
 CREATE OR REPLACE VIEW v1_base.prompts AS SELECT * FROM v1_base.run_table('prompts');
 
-CREATE OR REPLACE VIEW v1_base.records AS SELECT * FROM v1_base.run_table('records');
+-- Records and residuals of both sites: post ones in records/ and residuals/, mid ones (after a
+-- block's attention, before its MLP; --sites mid|all) in records_mid/ and residuals_mid/. The
+-- site is the table, so that older runs' files, which have no site column, still read.
+CREATE OR REPLACE VIEW v1_base.records AS
+SELECT *, 'post' AS site FROM v1_base.run_table('records')
+UNION ALL
+SELECT *, 'mid' AS site FROM v1_base.run_table('records_mid');
 
 CREATE OR REPLACE VIEW v1_base.finals AS SELECT * FROM v1_base.run_table('finals');
 
 CREATE OR REPLACE VIEW v1_base.consistency AS SELECT * FROM v1_base.run_table('consistency');
 
-CREATE OR REPLACE VIEW v1_base.residuals AS SELECT * FROM v1_base.run_table('residuals');
+CREATE OR REPLACE VIEW v1_base.residuals AS
+SELECT *, 'post' AS site FROM v1_base.run_table('residuals')
+UNION ALL
+SELECT *, 'mid' AS site FROM v1_base.run_table('residuals_mid');
 
 CREATE OR REPLACE VIEW v1_base.legacy_raw_lens_samples AS SELECT * FROM v1_base.run_table('legacy_raw_lens_samples');
 

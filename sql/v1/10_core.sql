@@ -4,6 +4,7 @@
 -- what:    the stored data of committed runs, one row per run / prompt / record /
 --          residual vector / final distribution (temperature 1.0 is the model's own) /
 --          vocabulary id. latest_runs: the latest committed run of each model and prompt set.
+--          records and residuals: every site (post, and mid with --sites mid|all).
 -- inputs:  v1_base.*
 CREATE SCHEMA IF NOT EXISTS v1;
 
@@ -102,7 +103,8 @@ FROM v1_base.prompts;
 --   prompt_id           the prompt
 --   prompt_variant      the prompt's variant
 --   lens                the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
---   layer               0 = embeddings, i = the residual after block i-1
+--   layer               0 = embeddings, i = the residual after block i-1 (mid: block i-1's)
+--   site                post (after the block) or mid (after its attention, before its MLP)
 --   pos                 token position in the prompt (0-based)
 --   token_id            the input token at this position
 --   token               that token decoded (NULL in imported runs' last positions)
@@ -119,7 +121,7 @@ FROM v1_base.prompts;
 --   kl_vs_norm_bits     KL(norm lens || this lens) at the same layer and position, bits
 --   is_last_pos         the prompt's last position (the next-token prediction)
 CREATE OR REPLACE VIEW v1.records AS
-SELECT run_id, model, prompt_id, prompt_variant, lens, layer, pos, token_id, token, entropy_bits,
+SELECT run_id, model, prompt_id, prompt_variant, lens, layer, site, pos, token_id, token, entropy_bits,
        topk_ids, topk_tokens, topk_probs, p_answer, answer_rank, kl_to_final_bits, cos_to_final,
        p_paired_answer, paired_answer_rank, kl_vs_norm_bits, is_last_pos
 FROM v1_base.records;
@@ -129,11 +131,12 @@ FROM v1_base.records;
 --   model           the run's model
 --   prompt_id       the prompt
 --   prompt_variant  the prompt's variant
---   layer           0 = embeddings, i = the residual after block i-1
+--   layer           0 = embeddings, i = the residual after block i-1 (mid: block i-1's)
+--   site            post (after the block) or mid (after its attention, before its MLP)
 --   pos             token position
 --   resid           the residual vector (model dtype; bfloat16 widened to float32)
 CREATE OR REPLACE VIEW v1.residuals AS
-SELECT run_id, model, prompt_id, prompt_variant, layer, pos, resid
+SELECT run_id, model, prompt_id, prompt_variant, layer, site, pos, resid
 FROM v1_base.residuals;
 
 -- columns:

@@ -14,6 +14,8 @@
 --                              the order torch's CPU sum uses ((p1+p5)+p2)+p3)+p4, as the
 --                              legacy files have it
 --            control_margin    p_answer - p_paired_answer, for prompts with control_of
+--          Per layer and site: both sites' rows (post, and mid with --sites mid|all); the
+--          copy rule's window of k layers runs over the layers of one site.
 -- inputs:  v1_base.records (is_last_pos rows), v1_base.prompts
 
 -- Python's str.isspace() characters plus ASCII punctuation (string.punctuation).
@@ -49,7 +51,8 @@ CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
 --   prompt_variant      the prompt's variant
 --   role                the prompt's role (pos, ctl, test, ...)
 --   lens                the lens: its kind or its alias (the kinds: lensdb extract --help, --lens)
---   layer               0 = embeddings, i = the residual after block i-1
+--   layer               0 = embeddings, i = the residual after block i-1 (mid: block i-1's)
+--   site                post (after the block) or mid (after its attention, before its MLP)
 --   pos                 the prompt's last position
 --   entropy_bits        entropy of the lens distribution, bits
 --   topk_ids            top-k token ids, most probable first (NULL in imported runs)
@@ -73,13 +76,13 @@ CREATE OR REPLACE MACRO v1.rest_mass(probs) AS
 --   control_of          the prompt id a control is paired with
 CREATE OR REPLACE MACRO v1.pure_next_token_with(threshold := 0.95, margin := 0.10, k := 1) AS TABLE
 WITH history AS (  -- only for k <> 1, and narrow: a window sorts all of its input
-    SELECT run_id, model, prompt_id, prompt_variant, lens, layer,
-           list(topk_ids[1]) OVER (PARTITION BY run_id, model, prompt_id, prompt_variant, lens
+    SELECT run_id, model, prompt_id, prompt_variant, lens, layer, site,
+           list(topk_ids[1]) OVER (PARTITION BY run_id, model, prompt_id, prompt_variant, lens, site
                                    ORDER BY layer ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS top1_history
     FROM v1_base.records
     WHERE is_last_pos AND k <> 1
 ), last_position AS (
-    SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, p.role, r.lens, r.layer, r.pos,
+    SELECT r.run_id, r.model, r.prompt_id, r.prompt_variant, p.role, r.lens, r.layer, r.site, r.pos,
            r.entropy_bits, r.topk_ids, r.topk_tokens, r.topk_probs, r.p_answer, r.answer_rank,
            r.p_paired_answer, r.paired_answer_rank, r.kl_to_final_bits, r.cos_to_final, r.kl_vs_norm_bits,
            r.legacy_copy_collapse, p.context_ids, p.gold, p.gold_alignment, p.control_of,
@@ -87,10 +90,10 @@ WITH history AS (  -- only for k <> 1, and narrow: a window sorts all of its inp
     FROM v1_base.records r
     -- model in every join (a run has one), so that a filter on it reaches every scan
     JOIN v1_base.prompts p USING (run_id, model, prompt_id, prompt_variant)
-    LEFT JOIN history h USING (run_id, model, prompt_id, prompt_variant, lens, layer)
+    LEFT JOIN history h USING (run_id, model, prompt_id, prompt_variant, lens, layer, site)
     WHERE r.is_last_pos
 )
-SELECT run_id, model, prompt_id, prompt_variant, role, lens, layer, pos, entropy_bits,
+SELECT run_id, model, prompt_id, prompt_variant, role, lens, layer, site, pos, entropy_bits,
        topk_ids, topk_tokens, topk_probs,
        -- The token and id tests (a regex, string matching) run only where the probabilities pass.
        CASE WHEN topk_ids IS NULL THEN legacy_copy_collapse

@@ -6,6 +6,8 @@
 --            <= 0.5 / 1.0), first_rank_le_1 / _5 / _10 (answer_rank <= 1 / 5 / 10),
 --          and the copy rule's parameters (copy_thresh, copy_margin, copy_window_k,
 --          copy_match_level).
+--          Post sites only: the layers are blocks, as in the original experiment (mid
+--          sites would move a first layer half a block earlier).
 -- inputs:  v1.pure_next_token_with
 -- columns:
 --   run_id              the run
@@ -45,6 +47,7 @@ SELECT run_id, model, prompt_id, prompt_variant, any_value(role) AS role, lens,
        k::INTEGER AS copy_window_k,
        'id_subsequence' AS copy_match_level
 FROM v1.pure_next_token_with(threshold, margin, k)
+WHERE site = 'post'
 GROUP BY run_id, model, prompt_id, prompt_variant, lens;
 
 -- columns: v1.diagnostics_with

@@ -5,6 +5,7 @@
 --          ablation_summary: per prompt id and lens, its 'orig' variant against each other
 --          variant (the seed's 'no_filler'): L_copy and L_semantic of both and the deltas
 --          (variant - orig; NULL when either is NULL).
+--          Post sites only (first layers count blocks; diagnostics is post-only too).
 -- inputs:  v1.pure_next_token, v1.diagnostics
 -- columns:
 --   run_id                    the run
@@ -20,7 +21,7 @@ SELECT run_id, model, lens, prompt_id, prompt_variant, control_of,
        min(layer) FILTER (WHERE control_margin > 0) AS first_control_margin_pos,
        max(control_margin) AS max_control_margin
 FROM v1.pure_next_token
-WHERE control_of IS NOT NULL
+WHERE control_of IS NOT NULL AND site = 'post'
 GROUP BY run_id, model, lens, prompt_id, prompt_variant, control_of;
 
 -- columns:

@@ -9,6 +9,8 @@
 --          exists or max KL >= 1.0; medium: max KL >= 0.5; else low).
 --          last_layer_consistency: each lens at the last layer vs the model's own head, at
 --          the last position (warn_high_last_layer_kl: KL > 0.5 bits, the legacy rule).
+--          Post sites only: the legacy check samples blocks, and the model's head reads the
+--          residual after the last block.
 -- inputs:  v1_base.records, v1_base.prompts, v1_base.finals, v1_base.consistency,
 --          v1_base.legacy_raw_lens_samples, v1_base.manifest
 -- columns:
@@ -36,7 +38,7 @@ WITH last_position AS (
            r.answer_rank, v1.is_answer(r.answer_rank, r.topk_tokens[1], p.gold) AS is_answer
     FROM v1_base.records r
     JOIN v1_base.prompts p USING (run_id, model, prompt_id, prompt_variant)
-    WHERE r.is_last_pos AND r.lens IN ('norm', 'raw')
+    WHERE r.is_last_pos AND r.lens IN ('norm', 'raw') AND r.site = 'post'
 ), pairs AS (
     -- A layer's norm and raw rows side by side (one of each: a prompt has one last position),
     -- grouped in one pass over the records rather than joined (a self-join would read them
@@ -127,4 +129,4 @@ JOIN v1_base.finals f
 LEFT JOIN v1_base.consistency c
   ON c.run_id = r.run_id AND c.model = r.model AND c.prompt_id = r.prompt_id AND c.prompt_variant = r.prompt_variant
  AND c.lens = r.lens
-WHERE r.is_last_pos;
+WHERE r.is_last_pos AND r.site = 'post';

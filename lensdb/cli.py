@@ -150,6 +150,12 @@ def _lens_specs(ctx, param, value: str):
     return parse_lens_specs(value)  # a bad lens is a one-line LensdbError, like every bad input
 
 
+def _track_specs(ctx, param, value):
+    from lensdb.token_groups import parse_track_specs
+
+    return parse_track_specs(value)
+
+
 @main.command()
 @click.argument("model")
 @click.option("--prompts", "prompts", help="Prompt set: a name from prompts/ (seed, capitals, stories) or a .yaml/.jsonl file [default: seed; stories for demo].")
@@ -166,12 +172,15 @@ def _lens_specs(ctx, param, value: str):
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Prompts per forward pass [default: 8 on CPU and MPS, 32 on CUDA].")
 @click.option("--keep-residuals", is_flag=True, help="Also store every residual vector (its own table, model dtype).")
+# issue 20 (h-groups): token groups and component attribution
+@click.option("--track", "track", multiple=True, metavar="NAME=WORD,...|NAME=@FILE", callback=_track_specs, help="Track a token group (repeatable): its probability mass, best token and rank at every record (v1.token_groups), and every prompt's gold answers together (v1.answer_mass). Words inline, comma-separated, or @FILE with one word a line (UTF-8; # comments); each word counts with its first token with and without a leading space.")
+@click.option("--attribution", is_flag=True, help="Also store the direct logit attribution of the embedding and every block's attention and MLP to the gold, final top-1 and tracked tokens (v1.attributions).")
 @click.option("--run-id", help="Id of the new run [default: UTC time and a random suffix].")
 @click.option("--model-name", help="Name recorded for the model [default: hub id, or the directory's name].")
 @click.option("--seed", type=int, default=316, show_default=True, help="torch seed set before loading.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (run_id, model, path, rows, ...).")
 @click.option("--quiet", is_flag=True, help="No progress bar; print only the run id.")
-def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, run_id, model_name, seed, as_json, quiet):
+def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, device, device_map, max_memory, offload_folder, dtype, revision, batch_size, keep_residuals, track, attribution, run_id, model_name, seed, as_json, quiet):
     """Run a prompt set through MODEL and commit one run to the warehouse.
 
     MODEL is a Hugging Face hub id, a local model directory, or `demo`: the small
@@ -209,6 +218,8 @@ def extract(model, prompts, warehouse, lenses, reference_lens, unembed, top_k, d
         revision=revision,
         batch_size=batch_size,
         keep_residuals=keep_residuals,
+        track=track,
+        attribution=attribution,
         run_id=run_id,
         model_name=model_name,
         seed=seed,

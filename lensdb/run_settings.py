@@ -4,7 +4,8 @@ Two runs of one model with the same prompt-set hash and the same settings hash h
 same records, so `lensdb sweep` can skip a model that already has such a run. The hash
 covers the options as given (`auto` stays `auto`): the lenses (a tuned lens by its
 content, params.pt's sha256, not by its path), the reference lens, top-k, dtype, hub
-revision, unembedding strategy and --keep-residuals. Options that only move float
+revision, unembedding strategy, --keep-residuals, and the tracked groups (--track) and
+--attribution when given. Options that only move float
 rounding or speed (device, batch size, seed) are left out. No torch here: the sweep
 computes the hash before any model loads.
 """
@@ -34,8 +35,15 @@ class RecordSettings:
     revision: str | None  # as requested (None: the hub's default branch)
     unembed: str  # as requested: auto, float32, split
     keep_residuals: bool
+    # issue 20: left out of the hash at their defaults, so earlier runs keep their hash
+    tracked_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # --track: (name, words)
+    attribution: bool = False
 
     def sha256(self) -> str:
-        payload = {"settings_version": SETTINGS_VERSION, **asdict(self)}
+        fields = asdict(self)
+        for key, default in (("tracked_groups", ()), ("attribution", False)):
+            if fields[key] == default:
+                del fields[key]
+        payload = {"settings_version": SETTINGS_VERSION, **fields}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

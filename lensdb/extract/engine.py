@@ -20,6 +20,7 @@ import torch
 
 from lensdb.errors import LensdbError
 from lensdb.extract import distributed
+from lensdb.extract.group_records import prepare_groups
 from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_strings
 from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
 from lensdb.extract.lenses import Unembedding, build_lenses, choose_unembedding_strategy
@@ -45,6 +46,7 @@ from lensdb.extract.sink import RecordSink
 from lensdb.lenses import DEFAULT_LENSES, parse_lens_specs, reference_lens
 from lensdb.prompts import default_prompt_set, load_prompt_set
 from lensdb.run_settings import LensIdentity, RecordSettings
+from lensdb.token_groups import parse_track_specs
 from lensdb.warehouse import layout, schema
 from lensdb.warehouse.writer import RunWriter
 
@@ -100,6 +102,9 @@ def extract(
     device_map: str | dict | None = None,
     max_memory: str | dict | None = None,
     offload_folder: str | Path | None = None,
+    # issue 20 (h-groups): token groups and component attribution
+    track=(),
+    attribution: bool = False,
 ) -> RunSummary:
     """Extract every prompt x lens x layer x position record of `model` into the warehouse.
 
@@ -108,12 +113,15 @@ def extract(
     `unembed` is auto | float32 | split (lenses.Unembedding). `device_map` (auto, balanced,
     a JSON file or a dict), `max_memory` ("0=75GiB,cpu=200GiB" or a dict) and
     `offload_folder` place the weights across devices (device.choose_placement).
+    `track` lists token groups (token_groups.parse_track: "NAME=WORD,..." or "NAME=@FILE");
+    `attribution` adds the direct logit attribution of every block's attention and MLP.
     The run is written to a staging folder and committed atomically at the end; on any
     error nothing becomes visible. Under torchrun (WORLD_SIZE > 1) every rank runs a share
     of the batches into the same run, committed once by rank 0 (distributed.py).
     """
     check_extract_options(model=model, model_name=model_name, seed=seed, run_id=run_id)
     specs = parse_lens_specs(lenses)
+    track_specs = parse_track_specs(track)
     reference = reference_lens(specs, reference)
     if top_k < 1:
         raise LensdbError("--top-k must be at least 1")
@@ -128,7 +136,7 @@ def extract(
     started = datetime.now(timezone.utc)
     options = _Options(
         specs, reference, top_k, device, dtype, revision, batch_size, keep_residuals, seed, progress, chunk_bytes, unembed,
-        device_map, max_memory, offload_folder,
+        device_map, max_memory, offload_folder, track_specs, attribution,
     )
     with distributed.from_environment(device) as ranks:
         writer = distributed.shared_writer(ranks, warehouse_path, source.name, requested_run_id)
@@ -211,6 +219,8 @@ class _Options:
     device_map: str | dict | None
     max_memory: str | dict | None
     offload_folder: str | Path | None
+    track: tuple = ()  # token_groups.TrackSpec
+    attribution: bool = False
 
 
 @dataclass
@@ -265,6 +275,11 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
     if ranks.leader:
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
         writer.write("vocab", vocab_table(loaded.tokenizer, loaded.d_vocab, vocab), schema.VOCAB)
+    groups = prepare_groups(loaded.tokenizer, options.track, prepared, vocab, loaded.device)
+    if ranks.leader and options.track:
+        writer.write("group_tokens", groups.words, schema.GROUP_TOKENS)
+    if ranks.leader and groups.prompt_answer_index is not None:
+        writer.write("answer_tokens", groups.answers, schema.ANSWER_TOKENS)
     batch_size = options.batch_size or default_batch_size(loaded.device.type)
     chunk_bytes = options.chunk_bytes or CHUNK_BYTES["cpu" if loaded.device.type == "cpu" else "gpu"]
     ctx = RunContext(
@@ -283,6 +298,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
         check=LastLayerCheck(
             flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
         ),
+        groups=groups if groups.active else None,
     )
     # The batches of a one-process run, dealt out whole: each batch's records stay the same.
     batches = make_batches(prepared, batch_size)
@@ -298,6 +314,8 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
         revision=options.revision,
         unembed=options.unembed,
         keep_residuals=options.keep_residuals,
+        tracked_groups=tuple((spec.name, spec.words) for spec in options.track),
+        attribution=options.attribution,
     )
     return _Share(ctx, len(prepared), settings.sha256(), loaded_at - t0, loaded_at, t1, load_peak_rss)
 

@@ -89,6 +89,7 @@ class RunContext:
     prompt_variants: pa.Array
     progress: bool = False
     check: LastLayerCheck = field(default_factory=LastLayerCheck)
+    groups: object | None = None  # group_records.RunGroups: --track groups and answer sets
 
     @property
     def device(self) -> torch.device:
@@ -154,6 +155,7 @@ def lens_records(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink
                 block_bytes=lens_stats.BLOCK_BYTES if device.type == "cpu" else None,
                 has_answer=has_answer[row_slice],
                 has_paired=has_paired[row_slice],
+                groups=ctx.groups.tracker(chunk_rows, device) if ctx.groups is not None else None,
             )
             host, copied = to_host(results)
             sink.submit(_records_job(ctx, host, copied, layers, chunk_rows))
@@ -177,6 +179,12 @@ def _records_job(ctx: RunContext, results, copied, layers, rows):
             last = batch.column("is_last_pos")
             yield "records", batch.filter(last), schema.RECORDS, "next"
             yield "records", batch.filter(pa.compute.invert(last)), schema.RECORDS, "part"
+            if stats.groups is not None:
+                for table, data, table_schema in ctx.groups.batches(
+                    stats.groups, lens=lens_name, layers=layers, rows=rows,
+                    prompt_ids=ctx.prompt_ids, prompt_variants=ctx.prompt_variants, vocab=ctx.vocab,
+                ):
+                    yield table, data, table_schema, "part"
 
     return job
 

@@ -15,6 +15,10 @@ Tables (one row per ...):
   legacy_raw_lens_samples imported runs only: the legacy raw-vs-norm samples (raw records absent)
   residuals               prompt x layer x position (only with --keep-residuals)
   vocab                   vocabulary id: the tokenizer's piece and the decoded text (extract runs)
+  group_tokens            tracked group x word x spacing variant: its first token (only with --track)
+  token_groups            prompt x lens x layer x position x tracked group: mass, best token and rank
+  answer_tokens           prompt x accepted answer x spacing variant: its first token (answer sets)
+  answer_mass             prompt x lens x layer x position: the mass of the prompt's answer set
 
 Outside runs, `lenses/<name>/lens.parquet` (LENSES, one row per layer) describes a tuned
 lens stored by `lensdb train-lens --name` next to its config.json and params.pt.
@@ -238,6 +242,65 @@ LENSES = pa.schema(
 )
 
 
+# Token groups (--track, lensdb/extract/groups.py). Words resolve to their first token in both
+# spacing variants; a word that does not tokenize has a null token_id (tokenized = false).
+GROUP_TOKENS = pa.schema(
+    [
+        ("group_name", _str),  # the --track NAME
+        ("word", _str),
+        ("variant", _str),  # "no_space" (the word as given) or "with_space" (" " + word)
+        ("token_id", _i32),  # its first non-blank token; null: the word does not tokenize
+        ("token", _str),  # that id decoded on its own
+        ("tokenized", _bool),
+        ("source", _str),  # "inline" or the word file's path
+    ]
+)
+
+TOKEN_GROUPS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("lens", _str),
+        ("layer", _i32),
+        ("site", _str),  # "post": the residual after the block (as records.layer counts)
+        ("pos", _i32),
+        ("is_last_pos", _bool),
+        ("group_name", _str),  # the --track NAME
+        ("mass", _f32),  # total probability of the group's tokens over the full distribution
+        ("best_rank", _i32),  # rank of the group's most probable token (1 + tokens strictly above); null: no token
+        ("best_token_id", _i32),  # the group's most probable token; null: the group has no token
+        ("best_token", _str),
+    ]
+)
+
+# A prompt's answer set: every accepted gold answer (prompts.gold, a string or a list) in
+# both spacing variants, resolved as tracked words are.
+ANSWER_TOKENS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("answer", _str),
+        ("variant", _str),  # "no_space" or "with_space"
+        ("token_id", _i32),  # null: the answer does not tokenize
+        ("token", _str),
+        ("tokenized", _bool),
+    ]
+)
+
+ANSWER_MASS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("lens", _str),
+        ("layer", _i32),
+        ("site", _str),
+        ("pos", _i32),
+        ("is_last_pos", _bool),
+        ("mass", _f32),  # total probability of the distinct tokens of the prompt's answer set
+    ]
+)
+
+
 def residuals_schema(value_type: pa.DataType, d_model: int) -> pa.Schema:
     return pa.schema(
         [
@@ -259,6 +322,10 @@ TABLES: dict[str, pa.Schema] = {
     "legacy_raw_lens_samples": LEGACY_RAW_LENS_SAMPLES,
     "residuals": residuals_schema(_f32, 1),
     "vocab": VOCAB,
+    "group_tokens": GROUP_TOKENS,
+    "token_groups": TOKEN_GROUPS,
+    "answer_tokens": ANSWER_TOKENS,
+    "answer_mass": ANSWER_MASS,
 }
 
 

@@ -640,6 +640,32 @@ def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse, latest):
     click.echo(str(write("lenses", out, run=run_id, model=model, prompt=prompt, variant=variant, metric=metric, warehouse=warehouse)))
 
 
+@plot.command("groups")
+@click.option("--run", "run_id", help="The run to show.")
+@click.option("--model", help="Show the latest committed run of this model.")
+@click.option("--prompt", "prompts", multiple=True, help="Only this prompt (repeatable) [default: every prompt of the variant].")
+@click.option("--group", "groups", multiple=True, help="Only this tracked group (repeatable; leaves out the answer sets) [default: every group and the answer sets].")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@click.option("--lens", default="norm", show_default=True, help="Lens whose records are shown.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@_latest_option
+def plot_groups(run_id, model, prompts, groups, variant, lens, out, warehouse, latest):
+    """The mean probability mass of each tracked token group (extract --track) and of the
+    prompts' answer sets (v1.answer_mass) by layer, at the last position, with a 95 % band
+    over prompts: the latent-language figure of Wendler et al. (2024).
+
+    \b
+    Example:
+      lensdb extract MODEL --prompts translation --track en=@prompts/words/en.txt --track zh=@prompts/words/zh.txt
+      lensdb plot groups --model MODEL --out latent.png
+    """
+    _check_latest(latest, run_id)
+    from lensdb.plot import write
+
+    click.echo(str(write("groups", out, run=run_id, model=model, prompts=prompts, groups=groups, variant=variant, lens=lens, warehouse=warehouse)))
+
+
 @main.command()
 @click.option("--run", "run_ids", multiple=True, help="A run to report on (repeatable).")
 @click.option("--model", "models", multiple=True, help="Report on the latest committed run of this model (repeatable).")

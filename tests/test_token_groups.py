@@ -201,3 +201,33 @@ def test_shipped_translation_set_loads():
     prompt_set = load_prompt_set("translation")
     assert len(prompt_set.prompts) >= 10
     assert all(len(p.answers) >= 2 for p in prompt_set.prompts)
+
+
+def test_plot_groups_draws_the_mean_mass_of_the_stored_rows(tracked, tmp_path):
+    import lensdb.plot
+    from lensdb.plot import data, group_data
+
+    _, summary = tracked
+    warehouse = summary.path.parent.parent.parent
+    rows = [r for r in read_table(summary.path, "token_groups") if r["lens"] == "norm" and r["is_last_pos"] and r["prompt_variant"] == "orig"]
+    with data.Warehouse(warehouse) as db:
+        curves = group_data.group_curves(db, db.run(summary.run_id))
+    by_label = {c.label: c for c in curves.curves}
+    assert list(by_label) == [*GROUPS, "answer"]
+    for name in GROUPS:
+        curve = by_label[name]
+        for layer, mean, low, high in zip(curve.layers, curve.mean, curve.low, curve.high):
+            masses = np.array([r["mass"] for r in rows if r["group_name"] == name and r["layer"] == layer])
+            assert mean == pytest.approx(masses.mean(), abs=1e-7)
+            spread = 1.959964 * masses.std(ddof=1) / np.sqrt(len(masses))
+            assert low == pytest.approx(max(0.0, masses.mean() - spread), abs=1e-7)
+            assert high == pytest.approx(min(1.0, masses.mean() + spread), abs=1e-7)
+        assert curve.n_prompts == len({(r["prompt_id"]) for r in rows})
+    png = lensdb.plot.write("groups", tmp_path / "g.png", run=summary.run_id, warehouse=warehouse)
+    assert png.stat().st_size > 0
+    fig = lensdb.plot.groups(run=summary.run_id, warehouse=warehouse, groups=["cities"])
+    assert {a.get_gid() for a in fig.axes[0].get_children() if a.get_gid()} == {"mass:cities", "band:cities"}
+    html = lensdb.plot.groups(run=summary.run_id, warehouse=warehouse, backend="plotly")
+    assert [t.meta["group"] for t in html.data if t.meta["role"] == "mass"] == [*GROUPS, "answer"]
+    with pytest.raises(LensdbError, match="tracks no group 'nope'"):
+        lensdb.plot.groups(run=summary.run_id, warehouse=warehouse, groups=["nope"])

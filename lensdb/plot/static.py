@@ -192,3 +192,28 @@ def curves_figure(data: Curves):
     _legend(ax, handles, labels)
     fig.suptitle(curves_title(data), fontsize=10, **PLAIN)
     return fig
+
+
+def groups_figure(data):
+    """Mean token-group mass by layer (plot.group_data.GroupCurves), one line per group with
+    its 95 % band over prompts (gids "mass:<group>", "band:<group>")."""
+    from matplotlib.figure import Figure
+
+    from lensdb.plot.group_data import groups_title
+
+    fig = Figure(figsize=(8.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    for i, curve in enumerate(data.curves):
+        line_colour = colour(i)
+        labels.append(f"{curve.label} ({curve.n_prompts} prompt{'s' if curve.n_prompts != 1 else ''})")
+        handles += ax.plot(curve.layers, curve.mean, color=line_colour, marker="o", markersize=3, gid=f"mass:{curve.label}")
+        if curve.n_prompts > 1:
+            ax.fill_between(curve.layers, curve.low, curve.high, color=line_colour, alpha=0.18, linewidth=0, gid=f"band:{curve.label}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("probability mass")
+    ax.grid(alpha=0.3)
+    _legend(ax, handles, labels)
+    fig.suptitle(groups_title(data), fontsize=10, **PLAIN)
+    return fig

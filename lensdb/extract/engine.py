@@ -20,6 +20,7 @@ import torch
 
 from lensdb.errors import LensdbError
 from lensdb.extract import distributed
+from lensdb.extract.attribution_records import plan as attribution_plan
 from lensdb.extract.group_records import prepare_groups
 from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_strings
 from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
@@ -299,6 +300,7 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: _Options, 
             flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
         ),
         groups=groups if groups.active else None,
+        attribution=attribution_plan(loaded) if options.attribution else None,
     )
     # The batches of a one-process run, dealt out whole: each batch's records stay the same.
     batches = make_batches(prepared, batch_size)

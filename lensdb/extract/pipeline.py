@@ -90,6 +90,7 @@ class RunContext:
     progress: bool = False
     check: LastLayerCheck = field(default_factory=LastLayerCheck)
     groups: object | None = None  # group_records.RunGroups: --track groups and answer sets
+    attribution: object | None = None  # attribution_records.AttributionPlan with --attribution
 
     @property
     def device(self) -> torch.device:
@@ -106,13 +107,20 @@ def run_batches(ctx: RunContext, batches: list[Batch], sink: RecordSink) -> Last
 
     model = ctx.model
     hooks = model.residual_hooks()
+    extra_hooks = list(ctx.attribution.hooks) if ctx.attribution is not None else []  # after the residual hooks
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     total = sum(len(batch.prompts) for batch in batches)
     bar = tqdm(total=total, unit="prompt", desc=model.source.name, file=sys.stderr, disable=None if ctx.progress else True)
     with bar:
         for batch in batches:
             # token ids go to the embedding's device; residuals and logits come back on the lens device
-            output = capture.run_pass(model.bridge, hooks, batch.sequences, pad_id, model.input_device or ctx.device, lens_device=ctx.device)
+            output = capture.run_pass(model.bridge, hooks + extra_hooks, batch.sequences, pad_id, model.input_device or ctx.device, lens_device=ctx.device)
+            if ctx.attribution is not None:
+                from lensdb.extract import attribution_records
+
+                extra = attribution_records.split_capture(output, len(hooks))
+                sink.submit(attribution_records.attribution_job(ctx, output, extra, batch))
+                del extra
             lens_records(ctx, output, batch, sink)
             finals_and_consistency(ctx, output, batch, sink)
             if ctx.keep_residuals:

@@ -40,6 +40,7 @@ ANCHOR_ROWS = {
     "token_groups": 100_000,
     "answer_tokens": 1_000,
     "answer_mass": 100_000,
+    "attributions": 100_000,
     "lenses": 10,
 }
 # Every schema file: the run tables, and the stored lenses' table.

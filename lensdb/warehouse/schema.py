@@ -19,6 +19,7 @@ Tables (one row per ...):
   token_groups            prompt x lens x layer x position x tracked group: mass, best token and rank
   answer_tokens           prompt x accepted answer x spacing variant: its first token (answer sets)
   answer_mass             prompt x lens x layer x position: the mass of the prompt's answer set
+  attributions            prompt x position x target token x component: direct logit attribution (--attribution)
 
 Outside runs, `lenses/<name>/lens.parquet` (LENSES, one row per layer) describes a tuned
 lens stored by `lensdb train-lens --name` next to its config.json and params.pt.
@@ -301,6 +302,29 @@ ANSWER_MASS = pa.schema(
 )
 
 
+# Direct logit attribution (--attribution, lensdb/extract/attribution.py): per component, what
+# it adds to the residual stream read through the final norm with its last-layer scale.
+# sum(contribution) over a (prompt, pos, target) = logit - offset.
+ATTRIBUTIONS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("pos", _i32),
+        ("is_last_pos", _bool),
+        ("target", _str),  # "gold" (the prompt's gold first token), "top1" (the model's own top token here) or "group"
+        ("group_name", _str),  # target "group": the tracked group whose most probable final token this is
+        ("token_id", _i32),
+        ("token", _str),
+        ("component", _str),  # "embed", "attn" or "mlp"
+        ("block", _i32),  # the block of attn / mlp (0-based); null for embed
+        ("layer", _i32),  # where it lands: 0 for embed, block + 1 for attn (mid site) and mlp (post site)
+        ("contribution", _f32),  # W_U[:, t] . (g * centre(component) / sigma_final), logit units
+        ("logit", _f32),  # the token's logit through the final norm at the last layer (before any softcap)
+        ("offset", _f32),  # beta . W_U[:, t] + b_U[t]: the part of the logit no component writes
+    ]
+)
+
+
 def residuals_schema(value_type: pa.DataType, d_model: int) -> pa.Schema:
     return pa.schema(
         [
@@ -326,6 +350,7 @@ TABLES: dict[str, pa.Schema] = {
     "token_groups": TOKEN_GROUPS,
     "answer_tokens": ANSWER_TOKENS,
     "answer_mass": ANSWER_MASS,
+    "attributions": ATTRIBUTIONS,
 }
 
 

@@ -151,3 +151,5 @@ CREATE OR REPLACE VIEW v1_base.token_groups AS SELECT * FROM v1_base.run_table('
 CREATE OR REPLACE VIEW v1_base.answer_tokens AS SELECT * FROM v1_base.run_table('answer_tokens');
 
 CREATE OR REPLACE VIEW v1_base.answer_mass AS SELECT * FROM v1_base.run_table('answer_mass');
+
+CREATE OR REPLACE VIEW v1_base.attributions AS SELECT * FROM v1_base.run_table('attributions');

@@ -101,7 +101,7 @@ def _rows(ctx, batch, names, contribution, logit, offset, targets, valid) -> pa.
             "layer": pa.array(layer[part_index]),
             "contribution": pa.array(contribution.numpy()[part_index, row_index, target_index]),
             "logit": pa.array(logit.numpy()[row_index, target_index]),
-            "offset": pa.array(offset.numpy()[row_index, target_index]),
+            "logit_offset": pa.array(offset.numpy()[row_index, target_index]),
         },
         schema=schema.ATTRIBUTIONS,
     )

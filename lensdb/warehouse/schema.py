@@ -304,7 +304,7 @@ ANSWER_MASS = pa.schema(
 
 # Direct logit attribution (--attribution, lensdb/extract/attribution.py): per component, what
 # it adds to the residual stream read through the final norm with its last-layer scale.
-# sum(contribution) over a (prompt, pos, target) = logit - offset.
+# sum(contribution) over a (prompt, pos, target) = logit - logit_offset.
 ATTRIBUTIONS = pa.schema(
     [
         ("prompt_id", _str),
@@ -320,7 +320,7 @@ ATTRIBUTIONS = pa.schema(
         ("layer", _i32),  # where it lands: 0 for embed, block + 1 for attn (mid site) and mlp (post site)
         ("contribution", _f32),  # W_U[:, t] . (g * centre(component) / sigma_final), logit units
         ("logit", _f32),  # the token's logit through the final norm at the last layer (before any softcap)
-        ("offset", _f32),  # beta . W_U[:, t] + b_U[t]: the part of the logit no component writes
+        ("logit_offset", _f32),  # beta . W_U[:, t] + b_U[t]: the part of the logit no component writes
     ]
 )
 

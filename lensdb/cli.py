@@ -666,6 +666,31 @@ def plot_groups(run_id, model, prompts, groups, variant, lens, out, warehouse, l
     click.echo(str(write("groups", out, run=run_id, model=model, prompts=prompts, groups=groups, variant=variant, lens=lens, warehouse=warehouse)))
 
 
+@plot.command("attribution")
+@click.option("--run", "run_id", help="The run to show.")
+@click.option("--model", help="Show the latest committed run of this model that has the prompt.")
+@click.option("--prompt", required=True, help="Prompt id.")
+@click.option("--variant", default="orig", show_default=True, help="Prompt variant.")
+@click.option("--target", type=click.Choice(["top1", "gold", "group"]), default="top1", show_default=True, help="Whose logit: the model's own top-1 token, the gold first token, or a tracked group's most probable final token (with --group).")
+@click.option("--group", help="With --target group: the tracked group.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=FIGURE_OUT_HELP)
+@click.option("--warehouse", envvar="LENSDB_WAREHOUSE", help=WAREHOUSE_HELP)
+@_latest_option
+def plot_attribution(run_id, model, prompt, variant, target, group, out, warehouse, latest):
+    """Direct logit attribution at the prompt's last position (extract --attribution): per
+    block, the attention and MLP contributions to the target token's logit as bars, the
+    embedding's at layer 0, and their running total (v1.attribution_by_layer).
+
+    \b
+    Example:
+      lensdb plot attribution --model stories260K --prompt lily --target gold --out lily-dla.png
+    """
+    _check_latest(latest, run_id)
+    from lensdb.plot import write
+
+    click.echo(str(write("attribution", out, run=run_id, model=model, prompt=prompt, variant=variant, target=target, group=group, warehouse=warehouse)))
+
+
 @main.command()
 @click.option("--run", "run_ids", multiple=True, help="A run to report on (repeatable).")
 @click.option("--model", "models", multiple=True, help="Report on the latest committed run of this model (repeatable).")

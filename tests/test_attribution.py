@@ -166,3 +166,30 @@ def test_attributions_view(attributed):
             "SELECT count(DISTINCT layer) FROM v1.attribution_by_layer WHERE run_id = ? AND target = 'top1'", [summary.run_id]
         ).fetchone()[0]
         assert layers == read_table(summary.path, "manifest")[0]["n_layers"] + 1
+
+
+def test_plot_attribution_draws_the_stored_rows(attributed, tmp_path):
+    import lensdb.plot
+    from lensdb.errors import LensdbError
+    from lensdb.plot import attribution_data, data
+
+    _, summary = attributed
+    warehouse = summary.path.parent.parent.parent
+    prompt = read_table(summary.path, "prompts")[0]
+    rows = [r for r in read_table(summary.path, "attributions")
+            if (r["prompt_id"], r["prompt_variant"]) == (prompt["prompt_id"], prompt["prompt_variant"]) and r["is_last_pos"] and r["target"] == "top1"]
+    with data.Warehouse(warehouse) as db:
+        found = attribution_data.layer_attribution(db, db.run(summary.run_id), prompt["prompt_id"], variant=prompt["prompt_variant"])
+    for component, values in (("attn", found.attn), ("mlp", found.mlp)):
+        expected = {r["layer"]: r["contribution"] for r in rows if r["component"] == component}
+        assert dict(zip(found.blocks, values)) == pytest.approx(expected, abs=1e-6)
+    assert found.cumulative[-1] == pytest.approx(sum(r["contribution"] for r in rows), abs=1e-4)
+    out = lensdb.plot.write("attribution", tmp_path / "a.png", run=summary.run_id, prompt=prompt["prompt_id"],
+                            variant=prompt["prompt_variant"], warehouse=warehouse)
+    assert out.stat().st_size > 0
+    fig = lensdb.plot.attribution(run=summary.run_id, prompt=prompt["prompt_id"], variant=prompt["prompt_variant"], warehouse=warehouse,
+                                  backend="plotly")
+    assert [t.meta["role"] for t in fig.data] == ["embed", "attn", "mlp", "cumulative"]
+    with pytest.raises(LensdbError, match="goes with --target group"):
+        lensdb.plot.attribution(run=summary.run_id, prompt=prompt["prompt_id"], variant=prompt["prompt_variant"], warehouse=warehouse,
+                                target="group")

@@ -21,11 +21,11 @@ from lensdb.errors import LensdbError
 from lensdb.output import write_whole
 from lensdb.plot.metrics import DEFAULT_LENS, DEFAULT_VARIANT, DEPTHS, METRICS
 
-__all__ = ["heatmap", "curves", "lenses", "groups", "save", "write", "METRICS", "DEPTHS", "KINDS", "EXTENSIONS"]
+__all__ = ["heatmap", "curves", "lenses", "groups", "attribution", "save", "write", "METRICS", "DEPTHS", "KINDS", "EXTENSIONS"]
 
 BACKENDS = ("matplotlib", "plotly")
 EXTENSIONS = {".png": "matplotlib", ".svg": "matplotlib", ".pdf": "matplotlib", ".html": "plotly"}
-KINDS = ("heatmap", "curves", "lenses", "groups")
+KINDS = ("heatmap", "curves", "lenses", "groups", "attribution")
 
 
 def heatmap(run: str | None = None, *, model: str | None = None, prompt: str, variant: str = DEFAULT_VARIANT,
@@ -84,6 +84,19 @@ def groups(run: str | None = None, *, model: str | None = None, prompts=(), grou
     return _module(backend).groups_figure(curves)
 
 
+def attribution(run: str | None = None, *, model: str | None = None, prompt: str, variant: str = DEFAULT_VARIANT,
+                target: str = "top1", group: str | None = None, warehouse=None, backend: str = "matplotlib"):
+    """Direct logit attribution at the prompt's last position (`extract --attribution`): per
+    block, the attention and MLP contributions to the logit of the `target` token (top1: the
+    model's own prediction, gold, or group with `group`), with the embedding and the running total."""
+    _check_backend(backend)
+    from lensdb.plot import attribution_data, data
+
+    with data.Warehouse(warehouse) as db:
+        found = attribution_data.layer_attribution(db, db.select_run(run, model, prompt), prompt, variant=variant, target=target, group=group)
+    return _module(backend).attribution_figure(found)
+
+
 def save(figure, out) -> Path:
     """Write `figure` to `out`: a matplotlib figure as .png/.svg/.pdf, a plotly figure as a
     self-contained .html (plotly.js embedded). The file appears complete or not at all."""
@@ -120,7 +133,7 @@ def write(kind: str, out, **options) -> Path:
     extension = Path(out).suffix.lower()
     if extension not in EXTENSIONS:
         raise LensdbError(f"cannot write {Path(out).name}: use a .png, .svg, .pdf or .html file")
-    figure = {"heatmap": heatmap, "curves": curves, "lenses": lenses, "groups": groups}[kind](backend=EXTENSIONS[extension], **options)
+    figure = {"heatmap": heatmap, "curves": curves, "lenses": lenses, "groups": groups, "attribution": attribution}[kind](backend=EXTENSIONS[extension], **options)
     return save(figure, out)
 
 

@@ -253,3 +253,24 @@ def groups_figure(data):
         width=960, height=560, font=dict(family=FONT), hovermode="closest",
     )
     return fig
+
+
+def attribution_figure(data):
+    """Per block, attention and MLP contributions as bars, the embedding at layer 0 and the
+    running total; traces carry meta {"role": "attn" | "mlp" | "embed" | "cumulative"}."""
+    import plotly.graph_objects as go
+
+    from lensdb.plot.attribution_data import attribution_title
+
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=[0], y=[data.embed], name="embedding", marker_color=colour(7), meta={"role": "embed"}))
+    fig.add_trace(go.Bar(x=data.blocks, y=data.attn, name="attention", marker_color=colour(0), meta={"role": "attn"}))
+    fig.add_trace(go.Bar(x=data.blocks, y=data.mlp, name="MLP", marker_color=colour(1), meta={"role": "mlp"}))
+    fig.add_trace(go.Scatter(x=list(range(len(data.cumulative))), y=data.cumulative, mode="lines+markers", name="running total",
+                             line=dict(color="black"), meta={"role": "cumulative"}))
+    fig.update_layout(
+        title=dict(text=_esc(attribution_title(data)), font=dict(size=14)), barmode="group",
+        xaxis_title="layer (block + 1)", yaxis_title="contribution to the logit",
+        width=960, height=560, font=dict(family=FONT), hovermode="closest",
+    )
+    return fig

@@ -217,3 +217,26 @@ def groups_figure(data):
     _legend(ax, handles, labels)
     fig.suptitle(groups_title(data), fontsize=10, **PLAIN)
     return fig
+
+
+def attribution_figure(data):
+    """Per block, the attention and MLP contributions to the token's logit as bars (gids
+    "attn", "mlp"), the embedding at layer 0 ("embed") and the running total as a line ("cumulative")."""
+    from matplotlib.figure import Figure
+
+    from lensdb.plot.attribution_data import attribution_title
+
+    fig = Figure(figsize=(8.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.38
+    attn = ax.bar([b - width / 2 for b in data.blocks], data.attn, width, color=colour(0), gid="attn")
+    mlp = ax.bar([b + width / 2 for b in data.blocks], data.mlp, width, color=colour(1), gid="mlp")
+    embed = ax.bar([0], [data.embed], width, color=colour(7), gid="embed")
+    (total,) = ax.plot(list(range(len(data.cumulative))), data.cumulative, color="black", marker="o", markersize=3, gid="cumulative")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("layer (block + 1)")
+    ax.set_ylabel("contribution to the logit")
+    ax.grid(alpha=0.3)
+    _legend(ax, [embed, attn, mlp, total], ["embedding", "attention", "MLP", "running total"])
+    fig.suptitle(attribution_title(data), fontsize=10, **PLAIN)
+    return fig

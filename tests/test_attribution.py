@@ -26,6 +26,9 @@ def hf_decomposition(model_dir, token_ids):
     if hasattr(model, "transformer"):  # GPT-2
         blocks = model.transformer.h
         branch = [b.attn for b in blocks]
+    elif hasattr(model, "gpt_neox"):  # parallel blocks: attention and MLP read the same input
+        blocks = model.gpt_neox.layers
+        branch = [b.attention for b in blocks]
     else:
         blocks = model.model.layers
         branch = [getattr(b, "post_attention_layernorm") if hasattr(b, "pre_feedforward_layernorm") else b.self_attn for b in blocks]
@@ -47,10 +50,18 @@ def hf_decomposition(model_dir, token_ids):
     return torch.stack(parts), outputs[len(blocks) - 1], out.logits[0].double(), model
 
 
+def final_norm_module(model):
+    if hasattr(model, "transformer"):
+        return model.transformer.ln_f
+    if hasattr(model, "gpt_neox"):
+        return model.gpt_neox.final_layer_norm
+    return model.model.norm
+
+
 def final_norm_params(model):
     """(kind, eps, gain, bias) of the model's final norm, read from the HF module."""
-    if hasattr(model, "transformer"):
-        ln = model.transformer.ln_f
+    if isinstance(final_norm_module(model), torch.nn.LayerNorm):
+        ln = final_norm_module(model)
         return "layer", ln.eps, ln.weight.double(), ln.bias.double()
     norm = model.model.norm
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
@@ -64,23 +75,48 @@ def independent_attributions(model_dir, token_ids):
     kind, eps, gain, bias = final_norm_params(model)
     centre = (lambda x: x - x.mean(-1, keepdim=True)) if kind == "layer" else (lambda x: x)
     scale = torch.rsqrt(centre(final).pow(2).mean(-1, keepdim=True) + eps)  # (n, 1)
-    unembed = model.lm_head.weight.double()  # (V, d)
-    head_bias = model.lm_head.bias.double() if model.lm_head.bias is not None else None
+    head = model.get_output_embeddings()
+    unembed = head.weight.double()  # (V, d)
+    head_bias = head.bias.double() if head.bias is not None else None
     contributions = (centre(parts) * scale * gain) @ unembed.T  # (C, n, V)
     offset = (bias @ unembed.T if bias is not None else torch.zeros(unembed.shape[0], dtype=torch.float64))
     if head_bias is not None:
         offset = offset + head_bias
     # the logit through the final norm (the model's own module), before any softcap
-    norm_module = model.transformer.ln_f if hasattr(model, "transformer") else model.model.norm
     with torch.no_grad():
-        logit = model.lm_head(norm_module(final.float())).double()
+        logit = head(final_norm_module(model)(final.float())).double()
     return parts, final, contributions, offset, logit, logits
 
 
-@pytest.fixture(scope="module", params=["tiny_gpt2", "tiny_llama", "tiny_gemma2", "stories_model"])
+def build_tiny_neox(path):
+    """GPT-NeoX with parallel blocks (use_parallel_residual): no residual between attention and MLP."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from tests.conftest import _byte_bpe_tokenizer
+
+    tokenizer = _byte_bpe_tokenizer()
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=len(tokenizer),
+                           max_position_embeddings=64, use_parallel_residual=True, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    model = GPTNeoXForCausalLM(config)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", params=["tiny_gpt2", "tiny_llama", "tiny_gemma2", "stories_model", "tiny_neox"])
 def attributed(request, tmp_path_factory, tiny_prompts):
     name = request.param
-    model_dir = request.getfixturevalue(name)
+    if name == "tiny_neox":
+        model_dir = build_tiny_neox(tmp_path_factory.mktemp("models") / "tiny-neox")
+    else:
+        model_dir = request.getfixturevalue(name)
     tmp = tmp_path_factory.mktemp(f"attr-{name}")
     prompts = tiny_prompts if name != "stories_model" else write_jsonl(tmp / "story.jsonl", STORY_PROMPTS)
     summary = run_extract(model_dir, prompts, tmp / "warehouse", dtype="float32", lenses=("norm",), attribution=True,

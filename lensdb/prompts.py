@@ -6,7 +6,10 @@ A prompt is identified by (id, variant). Schema (YAML `prompts:` entries or JSON
     text          required  the prompt text (non-empty)
     variant       optional  default "orig"; e.g. "no_filler" for an ablation of the same id
     role          optional  "pos" (default), "ctl" (default when control_of is set), "test", ...
-    gold          optional  the answer string, e.g. "Berlin"
+    gold          optional  the answer string, e.g. "Berlin", or a list of accepted answers,
+                            e.g. ["Berlin", "berlin"]: the first is the gold of the records'
+                            p_answer / answer_rank columns; all of them make the prompt's
+                            answer set (v1.answer_mass)
     control_of    optional  id of the prompt this control is paired with (same variant, else "orig")
     temperatures  optional  list of temperatures at which the final distribution is also kept
 
@@ -43,10 +46,16 @@ class Prompt:
     gold: str | None = None
     control_of: str | None = None
     temperatures: tuple[float, ...] = field(default_factory=tuple)
+    gold_alternatives: tuple[str, ...] = ()  # accepted answers after the first (gold)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.id, self.variant)
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """Every accepted answer, the gold first (empty without gold)."""
+        return (self.gold, *self.gold_alternatives) if self.gold else ()
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class PromptSet:
 
     @property
     def sha256(self) -> str:
-        canonical = json.dumps([asdict(p) for p in self.prompts], sort_keys=True, ensure_ascii=False)
+        canonical = json.dumps([_canonical(p) for p in self.prompts], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def paired_prompt(self, prompt: Prompt) -> Prompt | None:
@@ -77,6 +86,14 @@ class PromptSet:
             cached = {p.key: p for p in self.prompts}
             object.__setattr__(self, "_by_key_cache", cached)
         return cached
+
+
+def _canonical(prompt: Prompt) -> dict:
+    """A prompt as the set's hash sees it: a single-answer gold hashes as it always did."""
+    fields = asdict(prompt)
+    if not fields["gold_alternatives"]:
+        del fields["gold_alternatives"]
+    return fields
 
 
 def load_prompt_set(spec: str | Path | None = None) -> PromptSet:
@@ -181,8 +198,8 @@ def _build_prompt(entry: dict, where: str) -> Prompt:
         raise PromptError(f"{where}: 'id' must be a non-empty string without whitespace, got {prompt_id!r}")
     if not isinstance(text, str) or not text.strip():
         raise PromptError(f"{where}: empty prompt text for id {prompt_id!r}")
-    optional = {}
-    for key in ("variant", "role", "gold", "control_of"):
+    optional = _gold_answers(entry.get("gold"), where)
+    for key in ("variant", "role", "control_of"):
         value = entry.get(key)
         if value is None:
             continue
@@ -197,6 +214,18 @@ def _build_prompt(entry: dict, where: str) -> Prompt:
     ):
         raise PromptError(f"{where}: 'temperatures' must be a list of positive numbers")
     return Prompt(id=prompt_id, text=text, temperatures=tuple(float(t) for t in temperatures), **optional)
+
+
+def _gold_answers(gold, where: str) -> dict:
+    """`gold` as a string or a non-empty list of distinct strings -> Prompt keywords."""
+    if gold is None:
+        return {}
+    answers = gold if isinstance(gold, list) else [gold]
+    if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise PromptError(f"{where}: 'gold' must be a non-empty string or a non-empty list of them, got {gold!r}")
+    if len(set(answers)) != len(answers):
+        raise PromptError(f"{where}: 'gold' lists an answer twice")
+    return {"gold": answers[0], "gold_alternatives": tuple(answers[1:])} if len(answers) > 1 else {"gold": answers[0]}
 
 
 def _check_text(value, where: str, key: str) -> None:

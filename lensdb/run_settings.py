@@ -4,8 +4,9 @@ Two runs of one model with the same prompt-set hash and the same settings hash h
 same records, so `lensdb sweep` can skip a model that already has such a run. The hash
 covers the options as given (`auto` stays `auto`): the lenses (a tuned lens by its
 content, params.pt's sha256, not by its path), the reference lens, top-k, dtype, hub
-revision, unembedding strategy, --keep-residuals and --sites (only when not the default
-post, so that runs from before --sites keep their hash). Options that only move float
+revision, unembedding strategy, --keep-residuals, and --sites, the tracked groups (--track)
+and --attribution when not at their defaults (so that runs from before them keep their
+hash). Options that only move float
 rounding or speed (device, batch size, seed) are left out. No torch here: the sweep
 computes the hash before any model loads.
 """
@@ -35,11 +36,16 @@ class RecordSettings:
     revision: str | None  # as requested (None: the hub's default branch)
     unembed: str  # as requested: auto, float32, split
     keep_residuals: bool
+    # issue 20: left out of the hash at their defaults, so earlier runs keep their hash
     sites: str = "post"  # as requested: post, mid or all
+    track: tuple[tuple[str, tuple[str, ...]], ...] = ()  # --track: (name, words)
+    attribution: bool = False
 
     def sha256(self) -> str:
-        payload = {"settings_version": SETTINGS_VERSION, **asdict(self)}
-        if payload["sites"] == "post":
-            del payload["sites"]
+        fields = asdict(self)
+        for key, default in (("sites", "post"), ("track", ()), ("attribution", False)):
+            if fields[key] == default:
+                del fields[key]
+        payload = {"settings_version": SETTINGS_VERSION, **fields}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

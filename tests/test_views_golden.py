@@ -48,6 +48,12 @@ QUERIES = {
     "v1.last_layer_consistency": "SELECT * FROM v1.last_layer_consistency "
     "ORDER BY run_id, prompt_id, prompt_variant, lens",
     "v1.damaged_runs": "SELECT * FROM v1.damaged_runs ORDER BY folder",
+    "v1.group_tokens": "SELECT * FROM v1.group_tokens ORDER BY run_id, group_name, word, variant",
+    "v1.token_groups": "SELECT * FROM v1.token_groups ORDER BY run_id, prompt_id, prompt_variant, lens, layer, site, pos, group_name",
+    "v1.answer_tokens": "SELECT * FROM v1.answer_tokens ORDER BY run_id, prompt_id, prompt_variant, answer, variant",
+    "v1.answer_mass": "SELECT * FROM v1.answer_mass ORDER BY run_id, prompt_id, prompt_variant, lens, layer, site, pos",
+    "v1.attributions": "SELECT * FROM v1.attributions ORDER BY run_id, prompt_id, prompt_variant, pos, target, token_id, layer, component",
+    "v1.attribution_by_layer": "SELECT * FROM v1.attribution_by_layer ORDER BY run_id, prompt_id, prompt_variant, target, token_id, layer",
 }
 
 

@@ -83,6 +83,13 @@ Edge cases, where the golden files (tests/golden/<view>.json) show them, and why
     single window) and lenses/tiny-lens (org/model-a, 4 layers). Hidden: a lens staged
     under _lens_training/ (a training killed before its rename) and a lens.parquet two
     folders down outside lenses/ (notes/stray/lens.parquet), which the view's glob reaches.
+20. Token groups and attribution -- b-run1 only (the other runs have none, as runs without
+    --track / --attribution): v1.group_tokens with a word that does not tokenize in one
+    variant (token_id NULL, tokenized false); v1.token_groups at base's last position plus a
+    non-last row without a best token (NULL rank and id); v1.answer_tokens / answer_mass for
+    base's two answers; v1.attributions of base's top-1 token, whose contributions add up to
+    logit - logit_offset, and v1.attribution_by_layer: layer 0 embed 0.25, layer 1 attn 0.5
+    mlp -0.125 (cumulative 0.625), layer 2 attn 1.0 mlp 0.625 (cumulative 2.25 = 2.5 - 0.25).
 """
 
 from __future__ import annotations
@@ -465,6 +472,38 @@ def _stage(writer: RunWriter, run: Run) -> None:
             pa.Table.from_pylist(run.legacy_raw_samples, schema=schema.LEGACY_RAW_LENS_SAMPLES),
             schema.LEGACY_RAW_LENS_SAMPLES,
         )
+    if run.run_id == RUN_B1:
+        _stage_groups_and_attribution(writer)
+
+
+def _stage_groups_and_attribution(writer: RunWriter) -> None:
+    """b-run1 tracks one group and carries attributions (issue 20), written by hand: group
+    'cities' = Rome (id 18; both variants) and Paris (8; with_space only, 'Paris' no_space
+    does not tokenize); the base prompt's answers Rome and Roma (18, 17). Attributions of
+    base's last position to its top-1 token 18 add up to logit - logit_offset = 2.5 - 0.25."""
+    words = [("cities", "Rome", "no_space", 18, "Rome"), ("cities", "Rome", "with_space", 18, "Rome"),
+             ("cities", "Paris", "no_space", None, None), ("cities", "Paris", "with_space", 8, " Paris")]
+    writer.write("group_tokens", pa.Table.from_pylist(
+        [dict(group_name=g, word=w, variant=v, token_id=t, token=x, tokenized=t is not None, source="inline") for g, w, v, t, x in words],
+        schema=schema.GROUP_TOKENS), schema.GROUP_TOKENS)
+    groups = [dict(prompt_id="base", prompt_variant="orig", lens="norm", layer=layer, site="post", pos=1, is_last_pos=True,
+                   group_name="cities", mass=mass, best_rank=rank, best_token_id=18, best_token="Rome")
+              for layer, mass, rank in ((0, 0.0015, 9), (1, 0.5625, 1), (2, 0.75, 1))]
+    groups.append(dict(prompt_id="base", prompt_variant="orig", lens="norm", layer=0, site="post", pos=0, is_last_pos=False,
+                       group_name="cities", mass=0.125, best_rank=None, best_token_id=None, best_token=None))
+    writer.append("token_groups", pa.Table.from_pylist(groups, schema=schema.TOKEN_GROUPS), schema.TOKEN_GROUPS)
+    answers = [("Rome", "no_space", 18, "Rome"), ("Rome", "with_space", 18, "Rome"), ("Roma", "no_space", 17, "Roma"), ("Roma", "with_space", None, None)]
+    writer.write("answer_tokens", pa.Table.from_pylist(
+        [dict(prompt_id="base", prompt_variant="orig", answer=a, variant=v, token_id=t, token=x, tokenized=t is not None) for a, v, t, x in answers],
+        schema=schema.ANSWER_TOKENS), schema.ANSWER_TOKENS)
+    writer.append("answer_mass", pa.Table.from_pylist(
+        [dict(prompt_id="base", prompt_variant="orig", lens="norm", layer=layer, site="post", pos=1, is_last_pos=True, mass=mass)
+         for layer, mass in ((0, 0.5), (1, 0.75), (2, 0.875))], schema=schema.ANSWER_MASS), schema.ANSWER_MASS)
+    parts = [("embed", None, 0, 0.25), ("attn", 0, 1, 0.5), ("mlp", 0, 1, -0.125), ("attn", 1, 2, 1.0), ("mlp", 1, 2, 0.625)]
+    attributions = [dict(prompt_id="base", prompt_variant="orig", pos=1, is_last_pos=True, target="top1", group_name=None, token_id=18,
+                         token="Rome", component=c, block=b, layer=layer, contribution=value, logit=2.5, logit_offset=0.25)
+                    for c, b, layer, value in parts]
+    writer.append("attributions", pa.Table.from_pylist(attributions, schema=schema.ATTRIBUTIONS), schema.ATTRIBUTIONS)
 
 
 def write_run(warehouse: Path, run: Run) -> Path:

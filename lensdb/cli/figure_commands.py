@@ -17,6 +17,8 @@ def plot():
     lensdb plot heatmap --model M --prompt ID --out heatmap.png   layers x tokens, top-1 token per cell
     lensdb plot curves --depth relative --out kl.html             a last-position metric across layers
     lensdb plot lenses --model M --prompt ID --out lenses.png     every lens of a run for one prompt
+    lensdb plot groups --model M --out latent.png                 tracked token groups' mass by layer
+    lensdb plot attribution --model M --prompt ID --out dla.png   attention and MLP logit attribution
 
     --out FILE decides the format: .png, .svg or .pdf (matplotlib), .html (plotly, one
     self-contained file that works offline; hovering a cell shows its top-k tokens).
@@ -98,6 +100,57 @@ def plot_lenses(run_id, model, prompt, variant, metric, out, warehouse, latest):
     from lensdb.plot import write
 
     click.echo(str(write("lenses", out, run=run_id, model=model, prompt=prompt, variant=variant, metric=metric, warehouse=warehouse)))
+
+
+@plot.command("groups")
+@run_option()
+@model_option(help="Show the latest committed run of this model.")
+@click.option("--prompt", "prompts", multiple=True, help="Only this prompt (repeatable) [default: every prompt of the variant].")
+@click.option("--group", "groups", multiple=True, help="Only this tracked group (repeatable; leaves out the answer sets) [default: every group and the answer sets].")
+@variant_option
+@lens_option()
+@figure_out_option()
+@warehouse_option
+@latest_option
+def plot_groups(run_id, model, prompts, groups, variant, lens, out, warehouse, latest):
+    """The mean probability mass of each tracked token group (extract --track) and of the
+    prompts' answer sets (v1.answer_mass) by layer, at the last position, with a 95 % band
+    over prompts: the latent-language figure of Wendler et al. (2024).
+
+    \b
+    Example:
+      lensdb extract MODEL --prompts translation --track en=@prompts/words/en.txt --track zh=@prompts/words/zh.txt
+      lensdb plot groups --model MODEL --out latent.png
+    """
+    check_latest(latest, run_id)
+    from lensdb.plot import write
+
+    click.echo(str(write("groups", out, run=run_id, model=model, prompts=prompts, groups=groups, variant=variant, lens=lens, warehouse=warehouse)))
+
+
+@plot.command("attribution")
+@run_option()
+@model_option()
+@prompt_option()
+@variant_option
+@click.option("--target", type=click.Choice(["top1", "gold", "group"]), default="top1", show_default=True, help="Whose logit: the model's own top-1 token, the gold first token, or a tracked group's most probable final token (with --group).")
+@click.option("--group", help="With --target group: the tracked group.")
+@figure_out_option()
+@warehouse_option
+@latest_option
+def plot_attribution(run_id, model, prompt, variant, target, group, out, warehouse, latest):
+    """Direct logit attribution at the prompt's last position (extract --attribution): per
+    block, the attention and MLP contributions to the target token's logit as bars, the
+    embedding's at layer 0, and their running total (v1.attribution_by_layer).
+
+    \b
+    Example:
+      lensdb plot attribution --model stories260K --prompt lily --target gold --out lily-dla.png
+    """
+    check_latest(latest, run_id)
+    from lensdb.plot import write
+
+    click.echo(str(write("attribution", out, run=run_id, model=model, prompt=prompt, variant=variant, target=target, group=group, warehouse=warehouse)))
 
 
 @main.command()

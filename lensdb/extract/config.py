@@ -26,6 +26,7 @@ from typing import Any, Callable
 from lensdb.errors import LensdbError
 from lensdb.lenses import DEFAULT_LENSES, LensSpec, lens_identities, lens_option_help, parse_lens_specs, reference_lens
 from lensdb.run_settings import LensIdentity, RecordSettings
+from lensdb.token_groups import TrackSpec, parse_track_specs
 from lensdb.warehouse import layout
 
 # torch.manual_seed takes [-2**63, 2**64), the manifest stores an int64: their overlap.
@@ -52,7 +53,8 @@ class Option:
     folder: bool = False  # a folder path (click.Path(file_okay=False))
     per_run: bool = False  # names one run: a sweep refuses it
     records: bool = False  # changes the records: part of the settings hash
-    as_text: Callable[[Any], str] = str  # the value as the command line writes it
+    as_text: Callable[[Any], str] = str  # the value (one item, if multiple) as the command line writes it
+    as_setting: Callable[[Any], Any] = lambda value: value  # the value as RecordSettings holds it
 
 
 def option(flag: str | None, default, help: str = "", **details) -> Any:
@@ -61,6 +63,15 @@ def option(flag: str | None, default, help: str = "", **details) -> Any:
 
 def option_of(config_field) -> Option:
     return config_field.metadata["option"]
+
+
+def _track_text(spec) -> str:
+    """A --track value back as text: NAME=@FILE for a word file, else NAME=WORD,WORD,..."""
+    return f"{spec.name}=@{spec.source}" if spec.source != "inline" else f"{spec.name}={','.join(spec.words)}"
+
+
+def _track_setting(specs) -> tuple:
+    return tuple((spec.name, spec.words) for spec in specs)  # a word file by its words, not its path
 
 
 def _lens_text(specs) -> str:
@@ -123,6 +134,19 @@ class ExtractConfig:
         "site = 'mid') or all (both). Parallel-block models (GPT-J, GPT-NeoX, Phi, Falcon) have no mid site.",
         choices=SITES, show_default=True, records=True,
     )  # fmt: skip
+    track: tuple[TrackSpec, ...] = option(
+        "--track", (),
+        "Track a token group (repeatable): its probability mass, best token and rank at every record (v1.token_groups), and "
+        "every prompt's gold answers together (v1.answer_mass). Words inline, comma-separated, or @FILE with one word a line "
+        "(UTF-8; # comments); each word counts with its first token with and without a leading space.",
+        metavar="NAME=WORD,...|NAME=@FILE", multiple=True, records=True, as_text=_track_text, as_setting=_track_setting,
+    )  # fmt: skip
+    attribution: bool = option(
+        "--attribution", False,
+        "Also store the direct logit attribution of the embedding and every block's attention and MLP to the gold, final "
+        "top-1 and tracked tokens (v1.attributions).",
+        is_flag=True, records=True,
+    )  # fmt: skip
     run_id: str | None = option("--run-id", None, "Id of the new run [default: UTC time and a random suffix].", per_run=True)
     model_name: str | None = option("--model-name", None, "Name recorded for the model [default: hub id, or the directory's name].", per_run=True)
     seed: int = option("--seed", 316, "torch seed set before loading.", number=True, show_default=True)  # the original experiment's seed
@@ -131,6 +155,7 @@ class ExtractConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "lenses", parse_lens_specs(self.lenses))
+        object.__setattr__(self, "track", parse_track_specs(self.track))
         self.check()
 
     def check(self) -> None:
@@ -146,6 +171,8 @@ class ExtractConfig:
         if self.run_id is not None:
             layout.check_run_id(self.run_id)
         reference_lens(self.lenses, self.reference_lens)  # raises unless --reference-lens is among the lenses
+        if self.attribution and self.sites == "mid":
+            raise LensdbError("--attribution reads the residual after every block: use --sites post or all with it")
         if self.sites != "post" and any(spec.kind == "tuned" for spec in self.lenses):
             raise LensdbError(f"--sites {self.sites}: tuned lenses have translators for post sites only; use --sites post with them")
         for config_field in fields(self):
@@ -199,7 +226,7 @@ class ExtractConfig:
         """The settings these options record (manifest.settings_sha256): `lenses` as extract
         loaded them, else as each lens kind identifies its spec (a tuned lens by its
         params.pt, in its folder or `warehouse`'s store): what a sweep computes before any model."""
-        recorded = {f.name: getattr(self, f.name) for f in fields(self) if option_of(f).records}
+        recorded = {f.name: option_of(f).as_setting(getattr(self, f.name)) for f in fields(self) if option_of(f).records}
         identities = lenses if lenses is not None else lens_identities(self.lenses, warehouse)
         return RecordSettings(**recorded | {"lenses": identities, "reference_lens": self.reference})
 

@@ -21,6 +21,8 @@ import torch
 
 from lensdb.errors import LensdbError
 from lensdb.extract import distributed
+from lensdb.extract.attribution_records import plan as attribution_plan
+from lensdb.extract.group_records import prepare_groups
 from lensdb.extract.batches import make_batches, prepare_prompts, vocabulary_strings
 from lensdb.extract.device import choose_dtype, choose_placement, peak_host_memory_bytes, reset_peak_host_memory
 from lensdb.extract.config import ExtractConfig, check_model_argument
@@ -219,6 +221,11 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractCon
     if ranks.leader:
         writer.write("prompts", prompts_table(prepared, vocab), schema.PROMPTS)
         writer.write("vocab", vocab_table(loaded.tokenizer, loaded.d_vocab, vocab), schema.VOCAB)
+    groups = prepare_groups(loaded.tokenizer, options.track, prepared, vocab, loaded.device)
+    if ranks.leader and options.track:
+        writer.write("group_tokens", groups.words, schema.GROUP_TOKENS)
+    if ranks.leader and groups.prompt_answer_index is not None:
+        writer.write("answer_tokens", groups.answers, schema.ANSWER_TOKENS)
     batch_size = options.batch_size or default_batch_size(loaded.device.type)
     chunk_bytes = options.chunk_bytes or CHUNK_BYTES["cpu" if loaded.device.type == "cpu" else "gpu"]
     ctx = RunContext(
@@ -238,6 +245,8 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractCon
         check=LastLayerCheck(
             flag_threshold_bits=LAST_LAYER_KL_FLAG_BITS if loaded.dtype == torch.float32 else LAST_LAYER_KL_FLAG_BITS_HALF
         ),
+        groups=groups if groups.active else None,
+        attribution=attribution_plan(loaded) if options.attribution else None,
     )
     # The batches of a one-process run, dealt out whole: each batch's records stay the same.
     batches = make_batches(prepared, batch_size)

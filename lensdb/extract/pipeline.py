@@ -92,6 +92,8 @@ class RunContext:
     progress: bool = False
     check: LastLayerCheck = field(default_factory=LastLayerCheck)
     sites: str = "post"  # --sites: post, mid or all (sites.py)
+    groups: object | None = None  # group_records.RunGroups: --track groups and answer sets
+    attribution: object | None = None  # attribution_records.AttributionPlan with --attribution
     _layout: SiteLayout | None = field(default=None, init=False, repr=False)
 
     @property
@@ -119,13 +121,22 @@ def run_batches(ctx: RunContext, batches: list[Batch], sink: RecordSink) -> Last
     if not (ctx.layout.sites[: ctx.layout.n_recorded] != MID).any():
         # --sites mid: an empty records/ file, since every run has that table (health.REQUIRED_TABLES)
         sink.submit(lambda: iter([("records", schema.RECORDS.empty_table(), schema.RECORDS, "part")]))
+    extra_hooks = list(ctx.attribution.hooks) if ctx.attribution is not None else []  # after the residual hooks
+    post_slots = np.flatnonzero(ctx.layout.sites == "post")  # attribution reads the post residuals, in layer order
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     total = sum(len(batch.prompts) for batch in batches)
     bar = tqdm(total=total, unit="prompt", desc=model.source.name, file=sys.stderr, disable=None if ctx.progress else True)
     with bar:
         for batch in batches:
             # token ids go to the embedding's device; residuals and logits come back on the lens device
-            output = capture.run_pass(model.bridge, hooks, batch.sequences, pad_id, model.input_device or ctx.device, lens_device=ctx.device)
+            output = capture.run_pass(model.bridge, hooks + extra_hooks, batch.sequences, pad_id, model.input_device or ctx.device, lens_device=ctx.device)
+            if ctx.attribution is not None:
+                from lensdb.extract import attribution_records
+
+                extra = attribution_records.split_capture(output, len(hooks))
+                post = output if len(post_slots) == len(hooks) else capture.PassOutput(output.residuals[post_slots], output.logits)
+                sink.submit(attribution_records.attribution_job(ctx, post, extra, batch))
+                del extra, post
             lens_records(ctx, output, batch, sink)
             finals_and_consistency(ctx, output, batch, sink)
             if ctx.keep_residuals:
@@ -173,6 +184,7 @@ def lens_records(ctx: RunContext, output: capture.PassOutput, batch: Batch, sink
                 block_bytes=lens_stats.BLOCK_BYTES if device.type == "cpu" else None,
                 has_answer=has_answer[row_slice],
                 has_paired=has_paired[row_slice],
+                groups=ctx.groups.tracker(chunk_rows, device) if ctx.groups is not None else None,
             )
             host, copied = to_host(results)
             sink.submit(_records_job(ctx, host, copied, layers, chunk_rows, chunk_sites))
@@ -197,6 +209,12 @@ def _records_job(ctx: RunContext, results, copied, layers, rows, sites=None):
                 last = rows_of_site.column("is_last_pos")
                 yield table, rows_of_site.filter(last), schema.RECORDS, "next"
                 yield table, rows_of_site.filter(pa.compute.invert(last)), schema.RECORDS, "part"
+            if stats.groups is not None:
+                for table, data, table_schema in ctx.groups.batches(
+                    stats.groups, lens=lens_name, layers=layers, rows=rows,
+                    prompt_ids=ctx.prompt_ids, prompt_variants=ctx.prompt_variants, vocab=ctx.vocab, sites=sites,
+                ):
+                    yield table, data, table_schema, "part"
 
     return job
 

@@ -36,6 +36,7 @@ class LensStats:
     # 0-dim bool: every logit of the chunk, and of the model's final distribution, was finite
     # (a NaN or infinity in a row's logits makes its entropy or KL non-finite). None: not checked.
     finite: torch.Tensor | None = None
+    groups: object | None = None  # groups.GroupStats with --track or answer sets; None otherwise
 
     @classmethod
     def empty(cls, layers: int, positions: int, top_k: int, device, with_reference_kl: bool) -> "LensStats":
@@ -71,6 +72,7 @@ def chunk_statistics(
     block_bytes: int | None = BLOCK_BYTES,
     has_answer=None,
     has_paired=None,
+    groups=None,
 ) -> dict[str, LensStats]:
     """Statistics of each lens's logits (layers, P, V) against the model's final distribution.
 
@@ -82,12 +84,16 @@ def chunk_statistics(
     With `block_bytes` (the CPU), rows are handled in blocks small enough to stay in cache:
     every statistic of a block is computed while its logits are there. With None (GPUs,
     where many small kernels cost more than memory traffic), each lens is one block.
+    `groups` (a groups.GroupTracker) adds token-group statistics from each block's probabilities.
     """
     lenses = sorted(logits_by_lens, key=lambda name: name != reference)  # the reference first
     layers, positions, vocab = next(iter(logits_by_lens.values())).shape
     device = final_log_probs.device
     compare = reference in lenses and len(lenses) > 1
     results = {lens: LensStats.empty(layers, positions, top_k, device, compare and lens != reference) for lens in lenses}
+    if groups is not None:
+        for out in results.values():
+            out.groups = groups.empty(layers, positions, device)
     if has_answer is None:
         has_answer = (answer_ids != NO_TOKEN).cpu().numpy()
     if has_paired is None:
@@ -112,6 +118,8 @@ def chunk_statistics(
             probs, log_probs = _block_statistics(
                 logits_by_lens[lens][at], out, at, final_log_probs[rows], final_logits_unit[rows], golds, top_k
             )
+            if groups is not None:
+                groups.fill(out.groups, at, rows, probs)
             if lens == reference:
                 reference_block = (probs, log_probs)
             elif out.kl_vs_reference_bits is not None:
@@ -129,6 +137,8 @@ def chunk_statistics(
         out.answer_rank.masked_fill_(missing_answer, NO_TOKEN)
         out.p_paired_answer.masked_fill_(missing_paired, float("nan"))
         out.paired_answer_rank.masked_fill_(missing_paired, NO_TOKEN)
+        if groups is not None:
+            groups.finish(out.groups)
         # One small reduction per lens and chunk, left on the device (no host sync here): the
         # records job reads it once the chunk's statistics have landed on the host.
         out.finite = torch.isfinite(out.entropy_bits).all() & torch.isfinite(out.kl_to_final_bits).all()

@@ -21,11 +21,11 @@ from lensdb.errors import LensdbError
 from lensdb.output import write_whole
 from lensdb.plot.metrics import DEFAULT_LENS, DEFAULT_VARIANT, DEPTHS, METRICS
 
-__all__ = ["heatmap", "curves", "lenses", "save", "write", "METRICS", "DEPTHS", "KINDS", "EXTENSIONS"]
+__all__ = ["heatmap", "curves", "lenses", "groups", "attribution", "save", "write", "METRICS", "DEPTHS", "KINDS", "EXTENSIONS"]
 
 BACKENDS = ("matplotlib", "plotly")
 EXTENSIONS = {".png": "matplotlib", ".svg": "matplotlib", ".pdf": "matplotlib", ".html": "plotly"}
-KINDS = ("heatmap", "curves", "lenses")
+KINDS = ("heatmap", "curves", "lenses", "groups", "attribution")
 
 
 def heatmap(run: str | None = None, *, model: str | None = None, prompt: str, variant: str = DEFAULT_VARIANT,
@@ -68,6 +68,35 @@ def curves(runs=(), *, models=(), prompts=(), metric: str = "kl_to_final_bits", 
     return _module(backend).curves_figure(lines)
 
 
+def groups(run: str | None = None, *, model: str | None = None, prompts=(), groups=(), lens: str = DEFAULT_LENS,
+           variant: str = DEFAULT_VARIANT, warehouse=None, backend: str = "matplotlib"):
+    """Mean probability mass of each tracked token group (`extract --track`) and of the
+    prompts' answer sets by layer at the last position, with a 95 % band over prompts (the
+    latent-language figure of Wendler et al. 2024). `groups` picks some groups (then the
+    answer sets are left out)."""
+    _check_backend(backend)
+    prompts, groups = as_tuple(prompts), as_tuple(groups)
+    from lensdb.plot import data, group_data
+
+    with data.Warehouse(warehouse) as db:
+        run_info = db.select_run(run, model, prompts[0] if prompts else None)
+        curves = group_data.group_curves(db, run_info, lens=lens, variant=variant, prompts=prompts, groups=groups)
+    return _module(backend).groups_figure(curves)
+
+
+def attribution(run: str | None = None, *, model: str | None = None, prompt: str, variant: str = DEFAULT_VARIANT,
+                target: str = "top1", group: str | None = None, warehouse=None, backend: str = "matplotlib"):
+    """Direct logit attribution at the prompt's last position (`extract --attribution`): per
+    block, the attention and MLP contributions to the logit of the `target` token (top1: the
+    model's own prediction, gold, or group with `group`), with the embedding and the running total."""
+    _check_backend(backend)
+    from lensdb.plot import attribution_data, data
+
+    with data.Warehouse(warehouse) as db:
+        found = attribution_data.layer_attribution(db, db.select_run(run, model, prompt), prompt, variant=variant, target=target, group=group)
+    return _module(backend).attribution_figure(found)
+
+
 def save(figure, out) -> Path:
     """Write `figure` to `out`: a matplotlib figure as .png/.svg/.pdf, a plotly figure as a
     self-contained .html (plotly.js embedded). The file appears complete or not at all."""
@@ -104,7 +133,7 @@ def write(kind: str, out, **options) -> Path:
     extension = Path(out).suffix.lower()
     if extension not in EXTENSIONS:
         raise LensdbError(f"cannot write {Path(out).name}: use a .png, .svg, .pdf or .html file")
-    figure = {"heatmap": heatmap, "curves": curves, "lenses": lenses}[kind](backend=EXTENSIONS[extension], **options)
+    figure = {"heatmap": heatmap, "curves": curves, "lenses": lenses, "groups": groups, "attribution": attribution}[kind](backend=EXTENSIONS[extension], **options)
     return save(figure, out)
 
 

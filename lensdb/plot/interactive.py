@@ -220,3 +220,57 @@ def curves_figure(data: Curves):
 def _rgba(hex_colour: str, alpha: float) -> str:
     red, green, blue = (int(hex_colour[k:k + 2], 16) for k in (1, 3, 5))
     return f"rgba({red},{green},{blue},{alpha})"
+
+
+def groups_figure(data):
+    """Mean token-group mass by layer (plot.group_data.GroupCurves) with 95 % bands; traces
+    carry meta {"role": "mass" | "band_low" | "band_high", "group": ...}."""
+    import plotly.graph_objects as go
+
+    from lensdb.plot.group_data import groups_title
+
+    fig = go.Figure()
+    for i, curve in enumerate(data.curves):
+        line_colour = colour(i)
+        if curve.n_prompts > 1:
+            fig.add_trace(go.Scatter(x=curve.layers, y=curve.high, mode="lines", line=dict(width=0), showlegend=False, hoverinfo="skip",
+                                     meta={"role": "band_high", "group": curve.label}, legendgroup=curve.label))
+            fig.add_trace(go.Scatter(x=curve.layers, y=curve.low, mode="lines", line=dict(width=0), fill="tonexty",
+                                     fillcolor=_rgba(line_colour, 0.18), showlegend=False, hoverinfo="skip",
+                                     meta={"role": "band_low", "group": curve.label}, legendgroup=curve.label))
+        n = f"{curve.n_prompts} prompt{'s' if curve.n_prompts != 1 else ''}"
+        fig.add_trace(go.Scatter(
+            x=curve.layers, y=curve.mean, mode="lines+markers", name=_esc(f"{curve.label} ({n})"), line=dict(color=line_colour),
+            legendgroup=curve.label, meta={"role": "mass", "group": curve.label},
+            customdata=[[lo, hi] for lo, hi in zip(curve.low, curve.high)],
+            hovertemplate=(f"{_esc(curve.label)}<br>layer %{{x}}<br>mean mass %{{y:.4g}}"
+                           + (" (95 %: %{customdata[0]:.4g} to %{customdata[1]:.4g})" if curve.n_prompts > 1 else "")
+                           + "<extra></extra>"),
+        ))
+    fig.update_layout(
+        title=dict(text=_esc(groups_title(data)), font=dict(size=14)),
+        xaxis_title="layer", yaxis_title="probability mass", yaxis_range=[0, 1],
+        width=960, height=560, font=dict(family=FONT), hovermode="closest",
+    )
+    return fig
+
+
+def attribution_figure(data):
+    """Per block, attention and MLP contributions as bars, the embedding at layer 0 and the
+    running total; traces carry meta {"role": "attn" | "mlp" | "embed" | "cumulative"}."""
+    import plotly.graph_objects as go
+
+    from lensdb.plot.attribution_data import attribution_title
+
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=[0], y=[data.embed], name="embedding", marker_color=colour(7), meta={"role": "embed"}))
+    fig.add_trace(go.Bar(x=data.blocks, y=data.attn, name="attention", marker_color=colour(0), meta={"role": "attn"}))
+    fig.add_trace(go.Bar(x=data.blocks, y=data.mlp, name="MLP", marker_color=colour(1), meta={"role": "mlp"}))
+    fig.add_trace(go.Scatter(x=list(range(len(data.cumulative))), y=data.cumulative, mode="lines+markers", name="running total",
+                             line=dict(color="black"), meta={"role": "cumulative"}))
+    fig.update_layout(
+        title=dict(text=_esc(attribution_title(data)), font=dict(size=14)), barmode="group",
+        xaxis_title="layer (block + 1)", yaxis_title="contribution to the logit",
+        width=960, height=560, font=dict(family=FONT), hovermode="closest",
+    )
+    return fig

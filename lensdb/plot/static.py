@@ -194,3 +194,51 @@ def curves_figure(data: Curves):
     _legend(ax, handles, labels)
     fig.suptitle(curves_title(data), fontsize=10, **PLAIN)
     return fig
+
+
+def groups_figure(data):
+    """Mean token-group mass by layer (plot.group_data.GroupCurves), one line per group with
+    its 95 % band over prompts (gids "mass:<group>", "band:<group>")."""
+    from matplotlib.figure import Figure
+
+    from lensdb.plot.group_data import groups_title
+
+    fig = Figure(figsize=(8.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    for i, curve in enumerate(data.curves):
+        line_colour = colour(i)
+        labels.append(f"{curve.label} ({curve.n_prompts} prompt{'s' if curve.n_prompts != 1 else ''})")
+        handles += ax.plot(curve.layers, curve.mean, color=line_colour, marker="o", markersize=3, gid=f"mass:{curve.label}")
+        if curve.n_prompts > 1:
+            ax.fill_between(curve.layers, curve.low, curve.high, color=line_colour, alpha=0.18, linewidth=0, gid=f"band:{curve.label}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("probability mass")
+    ax.grid(alpha=0.3)
+    _legend(ax, handles, labels)
+    fig.suptitle(groups_title(data), fontsize=10, **PLAIN)
+    return fig
+
+
+def attribution_figure(data):
+    """Per block, the attention and MLP contributions to the token's logit as bars (gids
+    "attn", "mlp"), the embedding at layer 0 ("embed") and the running total as a line ("cumulative")."""
+    from matplotlib.figure import Figure
+
+    from lensdb.plot.attribution_data import attribution_title
+
+    fig = Figure(figsize=(8.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.38
+    attn = ax.bar([b - width / 2 for b in data.blocks], data.attn, width, color=colour(0), gid="attn")
+    mlp = ax.bar([b + width / 2 for b in data.blocks], data.mlp, width, color=colour(1), gid="mlp")
+    embed = ax.bar([0], [data.embed], width, color=colour(7), gid="embed")
+    (total,) = ax.plot(list(range(len(data.cumulative))), data.cumulative, color="black", marker="o", markersize=3, gid="cumulative")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("layer (block + 1)")
+    ax.set_ylabel("contribution to the logit")
+    ax.grid(alpha=0.3)
+    _legend(ax, [embed, attn, mlp, total], ["embedding", "attention", "MLP", "running total"])
+    fig.suptitle(attribution_title(data), fontsize=10, **PLAIN)
+    return fig

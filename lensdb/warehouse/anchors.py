@@ -38,6 +38,11 @@ ANCHOR_ROWS = {
     "residuals": 100_000,
     "residuals_mid": 100_000,
     "vocab": 50_000,
+    "group_tokens": 100,
+    "token_groups": 100_000,
+    "answer_tokens": 1_000,
+    "answer_mass": 100_000,
+    "attributions": 100_000,
     "lenses": 10,
 }
 # Every schema file: the run tables, and the stored lenses' table.

@@ -21,6 +21,11 @@ Tables (one row per ...):
   residuals               prompt x layer x position (only with --keep-residuals); residuals_mid
                           the same at mid sites
   vocab                   vocabulary id: the tokenizer's piece and the decoded text (extract runs)
+  group_tokens            tracked group x word x spacing variant: its first token (only with --track)
+  token_groups            prompt x lens x layer x position x tracked group: mass, best token and rank
+  answer_tokens           prompt x accepted answer x spacing variant: its first token (answer sets)
+  answer_mass             prompt x lens x layer x position: the mass of the prompt's answer set
+  attributions            prompt x position x target token x component: direct logit attribution (--attribution)
 
 Outside runs, `lenses/<name>/lens.parquet` (LENSES, one row per layer) describes a tuned
 lens stored by `lensdb train-lens --name` next to its config.json and params.pt.
@@ -244,6 +249,88 @@ LENSES = pa.schema(
 )
 
 
+# Token groups (--track, lensdb/extract/groups.py). Words resolve to their first token in both
+# spacing variants; a word that does not tokenize has a null token_id (tokenized = false).
+GROUP_TOKENS = pa.schema(
+    [
+        ("group_name", _str),  # the --track NAME
+        ("word", _str),
+        ("variant", _str),  # "no_space" (the word as given) or "with_space" (" " + word)
+        ("token_id", _i32),  # its first non-blank token; null: the word does not tokenize
+        ("token", _str),  # that id decoded on its own
+        ("tokenized", _bool),
+        ("source", _str),  # "inline" or the word file's path
+    ]
+)
+
+TOKEN_GROUPS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("lens", _str),
+        ("layer", _i32),
+        ("site", _str),  # "post": the residual after the block (as records.layer counts)
+        ("pos", _i32),
+        ("is_last_pos", _bool),
+        ("group_name", _str),  # the --track NAME
+        ("mass", _f32),  # total probability of the group's tokens over the full distribution
+        ("best_rank", _i32),  # rank of the group's most probable token (1 + tokens strictly above); null: no token
+        ("best_token_id", _i32),  # the group's most probable token; null: the group has no token
+        ("best_token", _str),
+    ]
+)
+
+# A prompt's answer set: every accepted gold answer (prompts.gold, a string or a list) in
+# both spacing variants, resolved as tracked words are.
+ANSWER_TOKENS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("answer", _str),
+        ("variant", _str),  # "no_space" or "with_space"
+        ("token_id", _i32),  # null: the answer does not tokenize
+        ("token", _str),
+        ("tokenized", _bool),
+    ]
+)
+
+ANSWER_MASS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("lens", _str),
+        ("layer", _i32),
+        ("site", _str),
+        ("pos", _i32),
+        ("is_last_pos", _bool),
+        ("mass", _f32),  # total probability of the distinct tokens of the prompt's answer set
+    ]
+)
+
+
+# Direct logit attribution (--attribution, lensdb/extract/attribution.py): per component, what
+# it adds to the residual stream read through the final norm with its last-layer scale.
+# sum(contribution) over a (prompt, pos, target) = logit - logit_offset.
+ATTRIBUTIONS = pa.schema(
+    [
+        ("prompt_id", _str),
+        ("prompt_variant", _str),
+        ("pos", _i32),
+        ("is_last_pos", _bool),
+        ("target", _str),  # "gold" (the prompt's gold first token), "top1" (the model's own top token here) or "group"
+        ("group_name", _str),  # target "group": the tracked group whose most probable final token this is
+        ("token_id", _i32),
+        ("token", _str),
+        ("component", _str),  # "embed", "attn" or "mlp"
+        ("block", _i32),  # the block of attn / mlp (0-based); null for embed
+        ("layer", _i32),  # where it lands: 0 for embed, block + 1 for attn (mid site) and mlp (post site)
+        ("contribution", _f32),  # W_U[:, t] . (g * centre(component) / sigma_final), logit units
+        ("logit", _f32),  # the token's logit through the final norm at the last layer (before any softcap)
+        ("logit_offset", _f32),  # beta . W_U[:, t] + b_U[t]: the part of the logit no component writes
+    ]
+)
+
+
 def residuals_schema(value_type: pa.DataType, d_model: int) -> pa.Schema:
     return pa.schema(
         [
@@ -267,6 +354,11 @@ TABLES: dict[str, pa.Schema] = {
     "residuals": residuals_schema(_f32, 1),
     "residuals_mid": residuals_schema(_f32, 1),
     "vocab": VOCAB,
+    "group_tokens": GROUP_TOKENS,
+    "token_groups": TOKEN_GROUPS,
+    "answer_tokens": ANSWER_TOKENS,
+    "answer_mass": ANSWER_MASS,
+    "attributions": ATTRIBUTIONS,
 }
 
 

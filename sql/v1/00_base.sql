@@ -152,3 +152,13 @@ SELECT *, 'mid' AS site FROM v1_base.run_table('residuals_mid');
 CREATE OR REPLACE VIEW v1_base.legacy_raw_lens_samples AS SELECT * FROM v1_base.run_table('legacy_raw_lens_samples');
 
 CREATE OR REPLACE VIEW v1_base.vocab AS SELECT * FROM v1_base.run_table('vocab');
+
+CREATE OR REPLACE VIEW v1_base.group_tokens AS SELECT * FROM v1_base.run_table('group_tokens');
+
+CREATE OR REPLACE VIEW v1_base.token_groups AS SELECT * FROM v1_base.run_table('token_groups');
+
+CREATE OR REPLACE VIEW v1_base.answer_tokens AS SELECT * FROM v1_base.run_table('answer_tokens');
+
+CREATE OR REPLACE VIEW v1_base.answer_mass AS SELECT * FROM v1_base.run_table('answer_mass');
+
+CREATE OR REPLACE VIEW v1_base.attributions AS SELECT * FROM v1_base.run_table('attributions');

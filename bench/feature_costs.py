@@ -34,7 +34,6 @@ Prints a markdown table (stdout) and writes the whole result as JSON (--json).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import subprocess
 import sys
@@ -62,11 +61,13 @@ def feature_options(feature: str) -> dict:
 
 
 def available(feature: str) -> bool:
-    """Whether engine.extract takes the feature's option (the features land on other branches)."""
-    from lensdb.extract.engine import extract
+    """Whether extract takes the feature's option (a field of ExtractConfig)."""
+    from dataclasses import fields
 
-    parameters = inspect.signature(extract).parameters
-    return all(name in parameters for name in feature_options(feature))
+    from lensdb.extract.config import ExtractConfig
+
+    names = {f.name for f in fields(ExtractConfig)}
+    return all(name in names for name in feature_options(feature))
 
 
 class CpuClock:

@@ -168,14 +168,7 @@ def build_tiny_gpt2(path: Path, seed: int = 0, tokenizer=None) -> Path:
         eos_token_id=tokenizer.eos_token_id,
     )
     model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_with_random_layernorms(model, tokenizer, path)
 
 
 @pytest.fixture(scope="session")
@@ -225,3 +218,18 @@ def pytest_addoption(parser):
         default=False,
         help="rewrite tests/golden/*.json from the fixture warehouse (then review the diff by hand)",
     )
+
+
+def save_with_random_layernorms(model, tokenizer, path: Path) -> Path:
+    """Give every LayerNorm a non-trivial scale and bias (so that a lens that skipped one
+    would show), then save the model and its tokenizer to `path`."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

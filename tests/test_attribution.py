@@ -92,7 +92,7 @@ def build_tiny_neox(path):
     """GPT-NeoX with parallel blocks (use_parallel_residual): no residual between attention and MLP."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from tests.conftest import _byte_bpe_tokenizer
+    from tests.conftest import _byte_bpe_tokenizer, save_with_random_layernorms
 
     tokenizer = _byte_bpe_tokenizer()
     torch.manual_seed(0)
@@ -100,14 +100,7 @@ def build_tiny_neox(path):
                            max_position_embeddings=64, use_parallel_residual=True, bos_token_id=tokenizer.bos_token_id,
                            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     model = GPTNeoXForCausalLM(config)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_with_random_layernorms(model, tokenizer, path)
 
 
 @pytest.fixture(scope="module", params=["tiny_gpt2", "tiny_llama", "tiny_gemma2", "stories_model", "tiny_neox"])

@@ -89,7 +89,8 @@ SWEEP_OWN = {"model", "prompts", "warehouse", "as_json"} | PER_RUN
 # A value other than the default for each option a sweep passes on.
 GIVEN = {"lenses": "norm,raw", "reference_lens": "raw", "unembed": "float32", "top_k": "7", "device": "cpu",
          "device_map": "balanced", "max_memory": "cpu=2GiB", "offload_folder": "{tmp}", "dtype": "float16", "revision": "v1",
-         "batch_size": "3", "keep_residuals": True, "seed": "5", "quiet": True, "sites": "all"}
+         "batch_size": "3", "keep_residuals": True, "seed": "5", "quiet": True, "sites": "all",
+         "track": "capital=Paris,Berlin", "attribution": True}
 
 
 def test_every_extract_option_reaches_the_models_extract(tmp_path):

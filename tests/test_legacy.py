@@ -383,13 +383,13 @@ def test_export_of_a_run_removed_meanwhile_fails_and_writes_nothing(seed_warehou
 
         monkeypatch.setattr(export_module, "records_csv", removed_while_read)
     else:
-        real_load = export_module._Run.load
+        real_load = export_module.ExportRun.load
 
         def removed_before_load(cls, con, manifest, lens):
             runs.remove_runs(warehouse, [manifest["run_id"]])
             return real_load(con, manifest, lens)
 
-        monkeypatch.setattr(export_module._Run, "load", classmethod(removed_before_load))
+        monkeypatch.setattr(export_module.ExportRun, "load", classmethod(removed_before_load))
     out = tmp_path / "out"
     assert_one_line_error(run_cli("export", "--out", out, "--warehouse", warehouse), "was removed or changed while it was exported", "not written")
     assert list(out.iterdir()) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lensdb.cli import main
+from lensdb.cli.group import main
 from lensdb.cli_options import (check_latest, figure_out_option, latest_option, lens_option, metric_option, model_option,
                                 models_option, prompt_option, run_option, runs_option, variant_option, warehouse_option)
 

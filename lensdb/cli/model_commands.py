@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from lensdb.cli import _interrupted, interrupt_exit_code, main
+from lensdb.cli.group import _interrupted, interrupt_exit_code, main
 from lensdb.cli_options import config_options, warehouse_option
 from lensdb.extract.config import DEVICES, DTYPES, ExtractConfig, option_of
 

@@ -7,7 +7,7 @@ import textwrap
 
 import click
 
-from lensdb.cli import main
+from lensdb.cli.group import main
 from lensdb.cli_options import format_option, model_option, run_option, warehouse_option
 from lensdb.output import DOCUMENT, TABLE
 

@@ -18,13 +18,13 @@ it and then renamed: no legacy file is ever partial, and a full disk is one line
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from lensdb import catalog, queries
 from lensdb.errors import LensdbError, WarehouseError
 from lensdb.legacy import format as fmt
 from lensdb.legacy.export_json import legacy_json
+from lensdb.legacy.export_run import ExportRun
 from lensdb.output import write_files_whole
 from lensdb.warehouse import layout, reading
 
@@ -54,7 +54,7 @@ def export(
             before = _run_state(warehouse_path, run["run_id"])
             removed = WarehouseError(f"run {run['run_id']} was removed or changed while it was exported; its files were not written")
             try:
-                files = legacy_files(_Run.load(con, run, lens), out_dir, with_variant)
+                files = legacy_files(ExportRun.load(con, run, lens), out_dir, with_variant)
             except LensdbError:
                 if _run_state(warehouse_path, run["run_id"]) != before:
                     raise removed from None  # what the rows missing made of it would mislead
@@ -100,59 +100,7 @@ def select_runs(con, warehouse: Path, run_id: str | None, model: str | None) -> 
     return runs
 
 
-@dataclass
-class _Run:
-    """What the export reads once about a run: its manifest, the prompts the JSON describes (`primary`,
-    its `control`) and the final predictions."""
-
-    con: object
-    manifest: dict
-    lens: str
-    primary: dict
-    control: dict | None
-    finals: list[dict]
-
-    @classmethod
-    def load(cls, con, manifest: dict, lens: str) -> "_Run":
-        run_id = manifest["run_id"]
-        if lens not in (manifest["lenses"] or []):
-            raise WarehouseError(f"run {run_id} has no {lens!r} lens (it has {', '.join(manifest['lenses'] or [])})")
-        prompts = queries.rows(con, "export/prompts", run=run_id)
-        primary = next((p for p in prompts if p["role"] == fmt.POS_ROLE and p["prompt_variant"] == fmt.ORIG_VARIANT), None)
-        if primary is None:
-            raise WarehouseError(f"run {run_id} has no prompt with role 'pos' and variant 'orig', which the legacy files describe")
-        control = next(
-            (p for p in prompts if p["control_of"] == primary["prompt_id"] and p["paired_variant"] == primary["prompt_variant"]),
-            None,
-        )
-        finals = queries.rows(con, "export/final_predictions", run=run_id)
-        return cls(con=con, manifest=manifest, lens=lens, primary=primary, control=control, finals=finals)
-
-    @property
-    def run_id(self) -> str:
-        return self.manifest["run_id"]
-
-    @property
-    def blocks(self) -> tuple[str, ...]:
-        """The JSON blocks to write: an imported file's own, else all."""
-        recorded = self.manifest["legacy_blocks"]
-        return tuple(recorded) if recorded is not None else (*fmt.JSON_BLOCKS, fmt.LAST_LAYER_BLOCK)
-
-    def rows(self, query: str, **params) -> list[dict]:
-        """The rows of the named query `query` (lensdb/queries/QUERY.sql) for this run."""
-        return queries.rows(self.con, query, run=self.run_id, **params)
-
-    def row(self, query: str, **params) -> dict | None:
-        found = self.rows(query, **params)
-        return found[0] if found else None
-
-    def of_prompt(self, query: str, prompt: dict, *, lens: bool = True) -> dict | None:
-        """The row of a per-prompt query for `prompt` (and the export's lens)."""
-        extra = {"lens": self.lens} if lens else {}
-        return self.row(query, id=prompt["prompt_id"], variant=prompt["prompt_variant"], **extra)
-
-
-def legacy_files(run: _Run, out_dir: Path, with_variant: bool) -> dict[Path, bytes]:
+def legacy_files(run: ExportRun, out_dir: Path, with_variant: bool) -> dict[Path, bytes]:
     """The run's three legacy files: path -> content."""
     stem = fmt.file_stem(run.manifest["model"])
     files = {
@@ -166,7 +114,7 @@ def legacy_files(run: _Run, out_dir: Path, with_variant: bool) -> dict[Path, byt
 # ---------------------------------------------------------------- CSV files
 
 
-def records_csv(run: _Run, with_variant: bool) -> str:
+def records_csv(run: ExportRun, with_variant: bool) -> str:
     lines = [fmt.csv_line(fmt.records_header(with_variant))]
     for row in run.rows("export/records_csv", lens=run.lens, role=fmt.POS_ROLE, variant=fmt.ORIG_VARIANT,
                         narrow_k=fmt.NARROW_TOP_K, wide_k=fmt.WIDE_TOP_K):
@@ -178,7 +126,7 @@ def records_csv(run: _Run, with_variant: bool) -> str:
     return "".join(lines)
 
 
-def pure_csv(run: _Run, with_variant: bool) -> str:
+def pure_csv(run: ExportRun, with_variant: bool) -> str:
     lines = [fmt.csv_line(fmt.pure_header(with_variant))]
     for row in run.rows("export/pure_csv", metric_columns=list(fmt.PURE_METRIC_COLUMNS), lens=run.lens,
                         test_role=fmt.TEST_ROLE, narrow_k=fmt.NARROW_TOP_K):

@@ -3,12 +3,8 @@ reads the run and writes the files; the SQL is in lensdb/queries/export/)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lensdb.legacy import format as fmt
-
-if TYPE_CHECKING:
-    from lensdb.legacy.export import _Run
+from lensdb.legacy.export_run import ExportRun
 
 # JSON key -> v1.diagnostics column
 DIAGNOSTIC_KEYS = (
@@ -30,7 +26,7 @@ ABLATION_KEYS = ("L_copy_orig", "L_sem_orig", "L_copy_nf", "L_sem_nf", "delta_L_
 RAW_LENS_SUMMARY_KEYS = ("first_norm_only_semantic_layer", "max_kl_norm_vs_raw_bits", "lens_artifact_risk")
 
 
-def legacy_json(run: _Run) -> dict:
+def legacy_json(run: ExportRun) -> dict:
     doc = {}
     for block in run.blocks:
         if block in JSON_BUILDERS:
@@ -40,7 +36,7 @@ def legacy_json(run: _Run) -> dict:
     return doc
 
 
-def prompt_block(run: _Run) -> dict:
+def prompt_block(run: ExportRun) -> dict:
     return {"type": "prompt", "context_prompt": run.primary["text"], "ground_truth": run.primary["gold"]}
 
 
@@ -48,7 +44,7 @@ def _topk(final: dict, k: int) -> list[list]:
     return [[token, prob] for token, prob in zip(final["topk_tokens"][:k], final["topk_probs"][:k])]
 
 
-def tests_block(run: _Run) -> list[dict]:
+def tests_block(run: ExportRun) -> list[dict]:
     tests = [f for f in run.finals if f["role"] == fmt.TEST_ROLE and f["temperature"] == 1.0]
     return [
         {"type": "test_prompt", "prompt": f["text"], "entropy": f["entropy_bits"], "topk": _topk(f, fmt.TEST_PROMPT_TOP_K)}
@@ -56,7 +52,7 @@ def tests_block(run: _Run) -> list[dict]:
     ]
 
 
-def temperature_block(run: _Run) -> list[dict]:
+def temperature_block(run: ExportRun) -> list[dict]:
     temperatures = list(run.primary["temperatures"] or [])
     finals = [f for f in run.finals if _is_primary(run, f) and f["temperature"] in temperatures]
     finals.sort(key=lambda f: temperatures.index(f["temperature"]))
@@ -71,18 +67,18 @@ def temperature_block(run: _Run) -> list[dict]:
     ]
 
 
-def final_prediction_block(run: _Run) -> dict | None:
+def final_prediction_block(run: ExportRun) -> dict | None:
     final = next((f for f in run.finals if _is_primary(run, f) and f["temperature"] == 1.0), None)
     if final is None:
         return None
     return {"type": "final_prediction", "entropy": final["entropy_bits"], "topk": _topk(final, fmt.FINAL_TOP_K)}
 
 
-def _is_primary(run: _Run, row: dict) -> bool:
+def _is_primary(run: ExportRun, row: dict) -> bool:
     return (row["prompt_id"], row["prompt_variant"]) == (run.primary["prompt_id"], run.primary["prompt_variant"])
 
 
-def diagnostics_block(run: _Run) -> dict:
+def diagnostics_block(run: ExportRun) -> dict:
     manifest, found = run.manifest, run.of_prompt("export/diagnostics", run.primary) or {}
     block = {"type": "diagnostics", "model": manifest["model"]}
     block |= {key: manifest[key] for key in fmt.PROVENANCE_KEYS}
@@ -93,7 +89,7 @@ def diagnostics_block(run: _Run) -> dict:
     return block
 
 
-def last_layer_block(run: _Run) -> dict | None:
+def last_layer_block(run: ExportRun) -> dict | None:
     check = run.of_prompt("export/last_layer", run.primary)
     if check is None:
         return None
@@ -109,11 +105,11 @@ def last_layer_block(run: _Run) -> dict | None:
     }
 
 
-def model_stats_block(run: _Run) -> dict:
+def model_stats_block(run: ExportRun) -> dict:
     return {"type": "model_stats"} | {key: run.manifest[column] for key, column in fmt.MODEL_STATS}
 
 
-def raw_lens_check_block(run: _Run) -> dict | None:
+def raw_lens_check_block(run: ExportRun) -> dict | None:
     samples = run.rows("export/raw_lens_samples", id=run.primary["prompt_id"], variant=run.primary["prompt_variant"])
     if not samples:
         return None
@@ -125,12 +121,12 @@ def raw_lens_check_block(run: _Run) -> dict | None:
     }
 
 
-def ablation_block(run: _Run) -> dict | None:
+def ablation_block(run: ExportRun) -> dict | None:
     found = run.row("export/ablation", lens=run.lens, id=run.primary["prompt_id"])
     return {key: found[key] for key in ABLATION_KEYS} if found else None
 
 
-def control_prompt_block(run: _Run) -> dict | None:
+def control_prompt_block(run: ExportRun) -> dict | None:
     if run.control is None:
         return None
     return {
@@ -140,14 +136,14 @@ def control_prompt_block(run: _Run) -> dict | None:
     }
 
 
-def control_summary_block(run: _Run) -> dict | None:
+def control_summary_block(run: ExportRun) -> dict | None:
     if run.control is None:
         return None
     found = run.of_prompt("export/control_summary", run.control) or {}
     return {"first_control_margin_pos": found.get("first_control_margin_pos"), "max_control_margin": found.get("max_control_margin")}
 
 
-def gold_answer_block(run: _Run) -> dict | None:
+def gold_answer_block(run: ExportRun) -> dict | None:
     return gold_block(run.primary)
 
 

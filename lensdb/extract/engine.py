@@ -123,11 +123,13 @@ def extract(
                 abandon=writer.abort,
             )
             check = distributed.combined_check(reports, share.ctx.check.flag_threshold_bits)
+            run_peak_rss = peak_host_memory_bytes()  # read once: the manifest and the summary report the same number
+            peak_read_at = time.perf_counter()
 
             def commit():
                 facts = RunFacts(
                     run_id, prompt_set, config.top_k, config.seed, started, datetime.now(timezone.utc), check, share.settings_sha256, ranks.world_size,
-                    load_seconds=share.load_seconds, load_peak_host_rss_bytes=share.load_peak_rss, peak_host_rss_bytes=peak_host_memory_bytes(),
+                    load_seconds=share.load_seconds, load_peak_host_rss_bytes=share.load_peak_rss, peak_host_rss_bytes=run_peak_rss,
                 )
                 path = writer.commit(manifest_table(share.ctx, facts), schema.MANIFEST)
                 return path, writer.bytes_committed, writer.rows_written.get("manifest", 0)
@@ -155,12 +157,12 @@ def extract(
         last_layer_max_kl_bits=check.max_kl_bits,
         last_layer_flagged=check.flagged,
         unembed_precision=share.ctx.unembedding.description,
-        timings={"loaded_at": share.loaded_at},
+        timings={"loaded_at": share.loaded_at, "peak_read_at": peak_read_at},
         rank=ranks.rank,
         world_size=ranks.world_size,
         device_map=loaded.device_map,
         load_peak_host_rss_bytes=share.load_peak_rss,
-        peak_host_rss_bytes=peak_host_memory_bytes(),
+        peak_host_rss_bytes=run_peak_rss,
     )
 
 

@@ -56,6 +56,54 @@ def residual_stream(model_dir: str, token_ids: list[int]) -> tuple[list[torch.Te
     return [out.hidden_states[0][0]] + [o[0] for o in outputs], out.logits[0]
 
 
+def layers_and_norms(model):
+    """Decoder layers, each layer's attention module, the norm after attention where the model
+    has one (Gemma-2's post_attention_layernorm), the norm the MLP reads through, the final norm."""
+    if hasattr(model, "transformer"):  # GPT-2
+        blocks = list(model.transformer.h)
+        return blocks, [b.attn for b in blocks], [None] * len(blocks), [b.ln_2 for b in blocks], model.transformer.ln_f
+    blocks = list(model.model.layers)
+    if hasattr(blocks[0], "pre_feedforward_layernorm"):  # Gemma-2: attention output normed before the add
+        return blocks, [b.self_attn for b in blocks], [b.post_attention_layernorm for b in blocks], [b.pre_feedforward_layernorm for b in blocks], model.model.norm
+    return blocks, [b.self_attn for b in blocks], [None] * len(blocks), [b.post_attention_layernorm for b in blocks], model.model.norm
+
+
+def mid_residuals(model_dir: str, token_ids: list[int]) -> list[torch.Tensor]:
+    """Every block's mid residual (n_tokens, d_model): the block's input plus its attention
+    output (normed where the model norms it), from forward hooks on the model's own modules."""
+    model = load_hf(str(model_dir))
+    blocks, attentions, post_attention, _, _ = layers_and_norms(model)
+    inputs, attention_outputs = {}, {}
+
+    def keep_input(i):
+        def hook(module, args, kwargs):
+            inputs[i] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    def keep_attention(i):
+        def hook(module, args, output):
+            attention_outputs[i] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    handles = [b.register_forward_pre_hook(keep_input(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    handles += [a.register_forward_hook(keep_attention(i)) for i, a in enumerate(attentions)]
+    try:
+        with torch.no_grad():
+            model(torch.tensor([token_ids]))
+            mids = []
+            for i in range(len(blocks)):
+                attention = attention_outputs[i][0]
+                if post_attention[i] is not None:
+                    attention = post_attention[i](attention)
+                mids.append(inputs[i][0] + attention)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return mids
+
+
 def reference_lens(model_dir: str, token_ids: list[int], lenses=("norm", "final_ln", "raw")) -> ReferenceLens:
     model = load_hf(str(model_dir))
     blocks, input_norms, final_norm = _parts(model)

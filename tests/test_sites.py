@@ -19,7 +19,7 @@ from lensdb.extract.engine import extract
 from lensdb.legacy.export import export
 from lensdb.run_settings import RecordSettings
 from tests.conftest import _byte_bpe_tokenizer, write_jsonl
-from tests.reference import load_hf
+from tests.reference import layers_and_norms, load_hf, mid_residuals
 
 LENSES = ("norm", "final_ln", "raw")
 PROB_TOL = 1e-5
@@ -44,54 +44,17 @@ def run(model_dir, prompts, warehouse, **options):
     return extract(str(model_dir), prompts=str(prompts), warehouse=warehouse, device="cpu", dtype="float32", batch_size=4, **options)
 
 
-def _layers_and_norms(model):
-    """Decoder layers, each layer's attention module, the norm after attention where the model
-    has one (Gemma-2's post_attention_layernorm), the norm the MLP reads through, the final norm."""
-    if hasattr(model, "transformer"):  # GPT-2
-        blocks = list(model.transformer.h)
-        return blocks, [b.attn for b in blocks], [None] * len(blocks), [b.ln_2 for b in blocks], model.transformer.ln_f
-    blocks = list(model.model.layers)
-    if hasattr(blocks[0], "pre_feedforward_layernorm"):  # Gemma-2: attention output normed before the add
-        return blocks, [b.self_attn for b in blocks], [b.post_attention_layernorm for b in blocks], [b.pre_feedforward_layernorm for b in blocks], model.model.norm
-    return blocks, [b.self_attn for b in blocks], [None] * len(blocks), [b.post_attention_layernorm for b in blocks], model.model.norm
-
-
 def reference_mid_probs(model_dir: str, token_ids: list[int]) -> dict[str, np.ndarray]:
-    """lens -> (n_layers, n_tokens, vocab) float64 probabilities at every block's mid residual:
-    the block's input plus its attention output (normed where the model norms it), then the MLP's
-    norm (norm lens), the final norm (final_ln) or nothing (raw), then the model's lm_head."""
+    """lens -> (n_layers, n_tokens, vocab) float64 probabilities at every block's mid residual
+    (tests/reference.py's mid_residuals), then the MLP's norm (norm lens), the final norm
+    (final_ln) or nothing (raw), then the model's lm_head."""
     model = load_hf(str(model_dir))
-    blocks, attentions, post_attention, mlp_norms, final_norm = _layers_and_norms(model)
-    inputs, attention_outputs = {}, {}
-
-    def keep_input(i):
-        def hook(module, args, kwargs):
-            inputs[i] = args[0] if args else kwargs["hidden_states"]
-
-        return hook
-
-    def keep_attention(i):
-        def hook(module, args, output):
-            attention_outputs[i] = output[0] if isinstance(output, tuple) else output
-
-        return hook
-
-    handles = [b.register_forward_pre_hook(keep_input(i), with_kwargs=True) for i, b in enumerate(blocks)]
-    handles += [a.register_forward_hook(keep_attention(i)) for i, a in enumerate(attentions)]
-    try:
-        with torch.no_grad():
-            model(torch.tensor([token_ids]))
-            probs = {lens: [] for lens in LENSES}
-            for i in range(len(blocks)):
-                attention = attention_outputs[i][0]
-                if post_attention[i] is not None:
-                    attention = post_attention[i](attention)
-                mid = inputs[i][0] + attention
-                for lens, normed in (("norm", mlp_norms[i](mid)), ("final_ln", final_norm(mid)), ("raw", mid)):
-                    probs[lens].append(torch.softmax(model.lm_head(normed).double(), dim=-1).numpy())
-    finally:
-        for handle in handles:
-            handle.remove()
+    _, _, _, mlp_norms, final_norm = layers_and_norms(model)
+    probs = {lens: [] for lens in LENSES}
+    with torch.no_grad():
+        for i, mid in enumerate(mid_residuals(str(model_dir), token_ids)):
+            for lens, normed in (("norm", mlp_norms[i](mid)), ("final_ln", final_norm(mid)), ("raw", mid)):
+                probs[lens].append(torch.softmax(model.lm_head(normed).double(), dim=-1).numpy())
     return {lens: np.stack(layers) for lens, layers in probs.items()}
 
 
@@ -132,7 +95,7 @@ def test_mid_records_match_the_hugging_face_modules(all_sites_run):
 def test_mid_residuals_are_the_hugging_face_sum(all_sites_run):
     model_dir, warehouse, _ = all_sites_run
     model = load_hf(str(model_dir))
-    n_blocks = len(_layers_and_norms(model)[0])
+    n_blocks = len(layers_and_norms(model)[0])
     prompt = rows(warehouse, "SELECT * FROM v1.prompts ORDER BY prompt_index LIMIT 1")[0]
     stored = rows(
         warehouse,
@@ -230,8 +193,12 @@ def test_default_settings_hash_is_unchanged():
 def test_bad_sites_and_tuned_lenses_at_mid_sites_are_one_line_errors(tiny_llama, tiny_prompts, tmp_path):
     with pytest.raises(LensdbError, match="--sites both: choose post, mid or all"):
         run(tiny_llama, tiny_prompts, tmp_path / "w", sites="both")
-    with pytest.raises(LensdbError, match="tuned lenses have translators for post sites only"):
-        run(tiny_llama, tiny_prompts, tmp_path / "w", sites="all", lenses="tuned:/nowhere")
+    from lensdb.tuned.format import save_tuned_lens, zero_translators
+
+    config = json.loads((Path(tiny_llama) / "config.json").read_text())
+    post_only = save_tuned_lens(zero_translators(config["num_hidden_layers"], config["hidden_size"]), tmp_path / "post-only")
+    with pytest.raises(LensdbError, match="tuned lens tuned has translators for post sites only: train one with `lensdb train-lens --sites all`"):
+        run(tiny_llama, tiny_prompts, tmp_path / "w", sites="all", lenses=("norm", f"tuned:{post_only.origin}"))
     assert not (tmp_path / "w" / "runs").exists() or not any((tmp_path / "w" / "runs").rglob("manifest"))
 
 

@@ -165,3 +165,35 @@ def test_resolve_folder_or_stored_name(tmp_path, monkeypatch):
     assert "stored lenses: stories" in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(TunedLensError, match="no lens named"):
         resolve_tuned_spec("norm", warehouse)
+
+
+def test_hub_configs_spelling_unemebd_hash_are_checked_too(tmp_path):
+    # Lenses on the hub spell the key `unemebd_hash`: it counts as unembed_hash, and a saved copy spells it right.
+    lens = load_tuned_lens(write_lens(tmp_path / "hub", random_state(), {"d_model": D_MODEL, "num_hidden_layers": N_LAYERS, "unemebd_hash": "ab" * 32}))
+    check_fits(lens, N_LAYERS, D_MODEL, "ab" * 32)
+    with pytest.raises(TunedLensError, match="another unembedding"):
+        check_fits(lens, N_LAYERS, D_MODEL, "cd" * 32)
+    saved = json.loads((Path(save_tuned_lens(lens, tmp_path / "copy").origin) / "config.json").read_text())
+    assert saved["unembed_hash"] == "ab" * 32 and "unemebd_hash" not in saved
+
+
+def test_mid_translators_round_trip_and_post_files_stay_tuned_lens(tmp_path):
+    lens = zero_translators(N_LAYERS, D_MODEL, sites=("post", "mid"))
+    lens = type(lens)(lens.weight + 0.5, lens.bias, mid_weight=lens.mid_weight + 0.25, mid_bias=lens.mid_bias + 1.0)
+    written = save_tuned_lens(lens, tmp_path / "both")
+    again = load_tuned_lens(tmp_path / "both")
+    assert again.sites == ("post", "mid") and again.content_sha256 == written.content_sha256
+    assert torch.equal(again.mid_weight, lens.mid_weight) and torch.equal(again.mid_bias, lens.mid_bias)
+    h = torch.ones(2, D_MODEL)
+    assert torch.allclose(again.translate(h, 2, "mid"), h + h @ lens.mid_weight[1].T + lens.mid_bias[1])
+    assert torch.allclose(again.translate(h, 2), h + h @ lens.weight[2].T)
+    # The same post translators without mid ones: the same params.pt, so the same identity as tuned-lens has it.
+    post_only = save_tuned_lens(type(lens)(lens.weight, lens.bias), tmp_path / "post")
+    assert post_only.sha256 == written.sha256 and post_only.content_sha256 == post_only.sha256 != written.content_sha256
+    with pytest.raises(TunedLensError, match="no mid-site translators"):
+        post_only.translate(h, 1, "mid")
+    config = json.loads((tmp_path / "both" / "config.json").read_text())
+    config["lensdb_sites"] = ["mid"]
+    (tmp_path / "both" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TunedLensError, match="`lensdb_sites` must list post"):
+        load_tuned_lens(tmp_path / "both")

@@ -105,9 +105,11 @@ def _device_map_text(device_map: dict[str, str]) -> str:
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the window order (tuned-lens's default).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="As for extract.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True, help="The model's dtype, as for extract; the lens trains in float32.")
+@click.option("--sites", type=click.Choice(("post", "all")), default="post", show_default=True,
+              help="post: a translator per layer (the tuned-lens format); all: one more per block's mid site (between attention and MLP, in params_mid.pt), for extract --sites mid|all.")
 @click.option("--revision", help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, seq_len, batch_size, checkpoint_every, seed, device, dtype, revision, quiet):
+def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, seq_len, batch_size, checkpoint_every, seed, device, dtype, sites, revision, quiet):
     """Train a tuned lens for MODEL on a text corpus.
 
     One affine translator per layer (the last layer's is the identity), trained as the
@@ -133,6 +135,7 @@ def train_lens(model, text, out, name, warehouse, steps, tokens_per_step, lr, se
         seed=seed,
         device=device,
         dtype=dtype,
+        sites=sites,
     )
     try:
         result = run_train(model, text, out=out, name=name, warehouse=warehouse, settings=settings, revision=revision, progress=not quiet)
@@ -151,12 +154,12 @@ def _train_summary(result) -> str:
         f"model      {s['model']}  ({s['device']}, {s['dtype']})",
         f"training   {s['steps']} steps x {s['tokens_per_step']:,} tokens on {s['train_tokens']:,} tokens, {s['train_seconds']:.1f} s{resumed}",
         f"held out   {s['eval_tokens']:,} tokens: mean KL(final || lens), bits",
-        "  layer     tuned  final_ln",
+        "  layer site     tuned  final_ln",
     ]
     for row in result.layers:
         tuned, logit = row["kl_bits"], row["final_ln_kl_bits"]
         shown = "      n/a       n/a" if tuned is None else f"{tuned:9.3f} {logit:9.3f}"
-        lines.append(f"  {row['layer']:>5} {shown}")
+        lines.append(f"  {row['layer']:>5} {row['site']:<4} {shown}")
     lines.append(f"written    {result.path}")
     return "\n".join(lines)
 

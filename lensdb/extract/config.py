@@ -173,8 +173,6 @@ class ExtractConfig:
         reference_lens(self.lenses, self.reference_lens)  # raises unless --reference-lens is among the lenses
         if self.attribution and self.sites == "mid":
             raise LensdbError("--attribution reads the residual after every block: use --sites post or all with it")
-        if self.sites != "post" and any(spec.kind == "tuned" for spec in self.lenses):
-            raise LensdbError(f"--sites {self.sites}: tuned lenses have translators for post sites only; use --sites post with them")
         for config_field in fields(self):
             opt, value = option_of(config_field), getattr(self, config_field.name)
             if value is None or opt.flag is None:

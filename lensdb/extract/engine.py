@@ -213,6 +213,8 @@ def _extract_share(source, prompt_set, warehouse_path: Path, options: ExtractCon
     if note and ranks.leader:
         print(f"lensdb: {note}", file=sys.stderr)
     lens_objects = build_lenses(options.lenses, loaded, warehouse_path)
+    for lens in lens_objects:
+        lens.check_sites(sites)
     strategy = choose_unembedding_strategy(options.unembed, loaded.unembed_weight)
     prepared = prepare_prompts(loaded, prompt_set)
     progress = not options.quiet

@@ -10,6 +10,7 @@ embeddings where the model has them), layer i is the residual after block i-1.
 | `apply_norm`      | RMSNorm / LayerNorm in float32 with the model's parameters            |
 | `apply_norms`     | one norm per layer, for a lens whose norm changes with the layer       |
 | `per_layer`       | a per-layer map (a tuned lens's translators) over stacked layers       |
+| `per_site`        | the same with one map per layer and site (post or mid)                 |
 | `project`         | logits = x W_U (+ b_U) in float32                                      |
 | `split_parts`     | float32 x -> half-precision parts whose sum is x to ~22-24 bits         |
 | `project_split`   | the float32 product from half-precision matmuls with float32 accumulation |
@@ -58,6 +59,11 @@ def apply_norms(residuals: torch.Tensor, norms: list[Norm | None]) -> torch.Tens
 def per_layer(transform: Callable[[torch.Tensor, int], torch.Tensor], residuals: torch.Tensor, layers) -> torch.Tensor:
     """(layers, ..., d_model): transform(residuals[i], layers[i]) for each layer i."""
     return torch.stack([transform(residuals[i], int(layer)) for i, layer in enumerate(layers)])
+
+
+def per_site(transform: Callable[[torch.Tensor, int, str], torch.Tensor], residuals: torch.Tensor, layers, sites) -> torch.Tensor:
+    """(slots, ..., d_model): transform(residuals[i], layers[i], sites[i]) for each slot i (a map per layer and site)."""
+    return torch.stack([transform(residuals[i], int(layer), str(sites[i])) for i, layer in enumerate(layers)])
 
 
 def project(normalized: torch.Tensor, unembed_weight: torch.Tensor, unembed_bias: torch.Tensor | None) -> torch.Tensor:

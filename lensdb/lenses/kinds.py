@@ -94,23 +94,33 @@ class TunedLens(Lens):
 
     @classmethod
     def identity(cls, spec, warehouse) -> LensIdentity:
-        """By the sha256 of its params.pt (the tuned-lens format's content hash), not its path:
-        read from the folder, else from the warehouse's lens store."""
+        """By the sha256 of its params.pt (the tuned-lens format's content hash), not its path,
+        combined with params_mid.pt's when it has mid-site translators: read from the
+        folder, else from the warehouse's lens store."""
+        from lensdb.tuned.names import MID_PARAMS_FILE, PARAMS_FILE, combined_sha256
+
         folder = Path(spec.argument).expanduser()
         lens_root = layout.open_warehouse(warehouse).lens_root()  # None: the store keeps no lenses
         if not folder.is_dir() and lens_root is not None:
             folder = lens_root / spec.argument
-        params = folder / "params.pt"
+        params, mid_params = folder / PARAMS_FILE, folder / MID_PARAMS_FILE
         sha256 = hashlib.sha256(params.read_bytes()).hexdigest() if params.is_file() else None
+        if sha256 is not None:  # as TunedTranslators.content_sha256
+            sha256 = combined_sha256(sha256, hashlib.sha256(mid_params.read_bytes()).hexdigest() if mid_params.is_file() else None)
         return LensIdentity(spec.name, spec.kind, sha256)
+
+    def check_sites(self, sites: str) -> None:
+        if sites in ("mid", "all") and "mid" not in self.translators.sites:
+            raise LensdbError(
+                f"tuned lens {self.name} has translators for post sites only: train one with `lensdb train-lens --sites all`, or use --sites post"
+            )
 
     def translated(self, residuals, layers, sites=None):
         from lensdb.extract import lens as lens_math
 
-        if sites is not None and any(site != "post" for site in sites):
-            raise LensdbError(f"tuned lens {self.name} has translators for post sites only: use --sites post for it")
-
-        return lens_math.per_layer(self.translators.translate, residuals, layers)
+        if sites is None:
+            return lens_math.per_layer(self.translators.translate, residuals, layers)
+        return lens_math.per_site(self.translators.translate, residuals, layers, sites)
 
     def describe(self) -> dict:
-        return super().describe() | {"sha256": self.translators.sha256, "origin": self.translators.origin}
+        return super().describe() | {"sha256": self.translators.content_sha256, "origin": self.translators.origin, "sites": list(self.translators.sites)}

@@ -35,7 +35,8 @@ class Lens:
     and may override, for a lens with parameters of its own:
         build(spec, model, warehouse)   the lens on a loaded model (reads its files)
         identity(spec, warehouse)       what the settings hash records (no torch, no model)
-        translated(residuals, layers)   the residuals before the norm (default: unchanged)
+        translated(residuals, layers, sites)   the residuals before the norm (default: unchanged)
+        check_sites(sites)              refuse --sites post|mid|all it cannot serve (one line; default: all)
         describe()                      what the manifest records about it
 
     On a model every lens offers:
@@ -74,6 +75,9 @@ class Lens:
 
     def translated(self, residuals: "torch.Tensor", layers: "np.ndarray", sites=None) -> "torch.Tensor":
         return residuals
+
+    def check_sites(self, sites: str) -> None:
+        """Raise a LensdbError (one line) if the lens cannot read the sites `sites` (post, mid or all)."""
 
     def normalized(self, residuals: "torch.Tensor", layers: "np.ndarray", sites=None) -> "torch.Tensor":
         from lensdb.extract import lens as lens_math

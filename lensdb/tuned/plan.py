@@ -37,8 +37,15 @@ class TrainSettings:
     seed: int = 42
     device: str = "auto"
     dtype: str = "auto"
+    sites: str = "post"  # "all": a translator for every block's mid site too (lensdb/tuned/format.py)
+
+    @property
+    def sites_trained(self) -> tuple[str, ...]:
+        return ("post", "mid") if self.sites == "all" else ("post",)
 
     def check(self) -> None:
+        if self.sites not in ("post", "all"):
+            raise LensdbError(f"--sites {self.sites}: choose post or all")
         if self.steps < 1:
             raise LensdbError("--steps must be at least 1")
         if self.tokens_per_step is not None and self.tokens_per_step < 1:

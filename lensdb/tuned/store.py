@@ -100,9 +100,9 @@ def write_lens_folder(folder: Path, translators, rows: list[dict], settings: dic
     """A complete lens folder: lens.parquet and training.json, then params.pt, config.json
     last (each file by an atomic rename). `lens_sha256` is filled in the rows and settings.
     Returns the translators as written."""
-    from lensdb.tuned.format import params_bytes, save_tuned_lens
+    from lensdb.tuned.format import lens_sha256, save_tuned_lens
 
-    sha256 = hashlib.sha256(params_bytes(translators)).hexdigest()
+    sha256 = lens_sha256(translators)  # params.pt's sha256 (combined with params_mid.pt's for a lens with mid sites)
     rows = [{**row, "lens_sha256": sha256} for row in rows]
     settings = {**settings, "lens_sha256": sha256}
     try:

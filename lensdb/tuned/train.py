@@ -11,6 +11,10 @@ The recipe of tuned-lens's train loop (`tuned_lens/scripts/train_loop.py`, `ingr
   decaying linearly to zero, gradient norm clipped to 1.
 - 250 steps of 2^18 tokens, windows of up to 2048 tokens; documents joined by the EOS token.
 
+With `--sites all` (lensdb's extension) every block's mid site (the residual between its
+attention and its MLP) gets a translator of its own too, trained in the same steps with the
+same loss, and written to params_mid.pt beside params.pt (lensdb/tuned/format.py).
+
 Scaled to the data given: the tokens per step default to 2^18 but at most the training
 tokens / steps (at least one window), so a small corpus is reused in reshuffled passes.
 Differences: every window starts with the BOS token as lensdb's prompts do; the lens runs
@@ -34,7 +38,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -49,7 +53,8 @@ from lensdb.lenses import check_not_a_kind
 from lensdb.tuned import store
 from lensdb.tuned.corpus import Corpus, read_corpus, split_windows, token_windows
 from lensdb.tuned.format import CONFIG_FILE, TunedTranslators, unembed_hash, write_atomic
-from lensdb.tuned.loss import LN2, Decoder, forward, kl_nats, layer_kl_bits
+from lensdb.extract.sites import parallel_block_reason
+from lensdb.tuned.loss import LN2, Decoder, forward, kl_nats, layer_kl_bits, site_kl_bits, slots
 from lensdb.tuned.plan import MAX_SEQ_LEN, Plan, TrainSettings, make_plan
 from lensdb.warehouse import layout
 
@@ -116,21 +121,27 @@ def fit_translators(
     from tqdm import tqdm
 
     n, d = model.n_layers, model.d_model
-    weight = torch.zeros(n, d, d, device=model.device, requires_grad=True)
-    bias = torch.zeros(n, d, device=model.device, requires_grad=True)
+    layout = slots(model, settings.sites)
+    # Every slot but the last post site (its translator is the identity) is trained.
+    trained = [slot for slot in range(layout.n_slots) if slot != layout.last_post]
+    params = {"weight": torch.zeros(n, d, d, device=model.device, requires_grad=True),
+              "bias": torch.zeros(n, d, device=model.device, requires_grad=True)}
+    if settings.sites == "all":
+        params |= {"mid_weight": torch.zeros(n, d, d, device=model.device, requires_grad=True),
+                   "mid_bias": torch.zeros(n, d, device=model.device, requires_grad=True)}
     optimizer = torch.optim.SGD(
-        [weight, bias], lr=plan.sgd_lr, momentum=settings.momentum, nesterov=True, weight_decay=settings.weight_decay
+        list(params.values()), lr=plan.sgd_lr, momentum=settings.momentum, nesterov=True, weight_decay=settings.weight_decay
     )
-    start_step, last_kl = 0, [math.nan] * n
+    start_step, last_kl = 0, [math.nan] * len(trained)
     fingerprint = fingerprint or {}
     if checkpoint is not None and checkpoint.is_file():
         state = _read_checkpoint(checkpoint, fingerprint)
         with torch.no_grad():
-            weight.copy_(state["weight"])
-            bias.copy_(state["bias"])
+            for key, tensor in params.items():
+                tensor.copy_(state[key])
         optimizer.load_state_dict(state["optimizer"])
         start_step, last_kl = int(state["step"]), list(state["last_kl_bits"])
-    lens = TunedTranslators(weight, bias)
+    lens = TunedTranslators(**params)
     decoder = Decoder(model)
     step_tokens = plan.windows_per_step * plan.seq_len
     bar = tqdm(total=plan.steps, initial=start_step, unit="step", desc="train-lens", file=sys.stderr, disable=None if progress else True)
@@ -140,46 +151,50 @@ def fit_translators(
             for group in optimizer.param_groups:
                 group["lr"] = plan.sgd_lr * (plan.steps - step) / plan.steps
             order = _window_order(train.shape[0], settings.seed, step * plan.windows_per_step, plan.windows_per_step)
-            kl_sums = torch.zeros(n, dtype=torch.float64)
+            kl_sums = torch.zeros(len(trained), dtype=torch.float64)
             for start in range(0, len(order), plan.batch_size):
-                output = forward(model, train[order[start : start + plan.batch_size]])
-                for layer in range(n):
-                    residual = output.residuals[layer]
+                output = forward(model, train[order[start : start + plan.batch_size]], layout)
+                for row, slot in enumerate(trained):
+                    residual = output.residuals[slot]
+                    layer, site = int(layout.layers[slot]), str(layout.sites[slot])
                     for lo in range(0, residual.shape[0], decoder.chunk_tokens):
                         # clone(): run_pass returns inference tensors, which autograd cannot save.
                         chunk = residual[lo : lo + decoder.chunk_tokens].clone()
                         target = torch.log_softmax(output.logits[lo : lo + decoder.chunk_tokens].clone(), dim=-1)
-                        kl = kl_nats(target, decoder.log_probs(chunk, lens, layer))
+                        kl = kl_nats(target, decoder.log_probs(chunk, lens, layer, site))
                         (kl.sum() / step_tokens).backward()
-                        kl_sums[layer] += kl.detach().sum().double().cpu()
+                        kl_sums[row] += kl.detach().sum().double().cpu()
                 del output
-            torch.nn.utils.clip_grad_norm_([weight, bias], MAX_GRAD_NORM)
+            # Clipped per site: the post translators train exactly as without mid ones.
+            for site_params in ((params["weight"], params["bias"]), tuple(params[k] for k in ("mid_weight", "mid_bias") if k in params)):
+                if site_params:
+                    torch.nn.utils.clip_grad_norm_(site_params, MAX_GRAD_NORM)
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
             last_kl = (kl_sums / step_tokens / LN2).tolist()
             # One host sync per step: a diverged step is never checkpointed or written.
-            if not (all(math.isfinite(kl) for kl in last_kl) and bool(torch.isfinite(weight).all() & torch.isfinite(bias).all())):
+            finite = torch.stack([torch.isfinite(tensor).all() for tensor in params.values()]).all()
+            if not (all(math.isfinite(kl) for kl in last_kl) and bool(finite)):
                 raise TrainingDiverged(_diverged(f"at step {step + 1} of {plan.steps}", settings))
-            bar.set_postfix(kl_bits=f"{sum(last_kl) / n:.4f}")
+            bar.set_postfix(kl_bits=f"{sum(last_kl) / len(trained):.4f}")
             bar.update(1)
             done = step + 1
             if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == plan.steps):
-                _write_checkpoint(checkpoint, done, weight, bias, optimizer, last_kl, fingerprint)
-    trained = TunedTranslators(weight.detach().cpu().clone(), bias.detach().cpu().clone())
-    return trained, last_kl, start_step
+                _write_checkpoint(checkpoint, done, params, optimizer, last_kl, fingerprint)
+    fitted = TunedTranslators(**{key: tensor.detach().cpu().clone() for key, tensor in params.items()})
+    return fitted, last_kl, start_step
 
 
 def _diverged(where: str, settings: TrainSettings) -> str:
     return f"training diverged {where}: the loss or the translators are NaN or infinite; lower --lr (it is {settings.lr:g}); nothing was written"
 
 
-def _write_checkpoint(path: Path, step: int, weight, bias, optimizer, last_kl: list[float], fingerprint: dict) -> None:
+def _write_checkpoint(path: Path, step: int, params: dict, optimizer, last_kl: list[float], fingerprint: dict) -> None:
     buffer = io.BytesIO()
     torch.save(
         {
             "step": step,
-            "weight": weight.detach().cpu(),
-            "bias": bias.detach().cpu(),
+            **{key: tensor.detach().cpu() for key, tensor in params.items()},
             "optimizer": optimizer.state_dict(),
             "last_kl_bits": last_kl,
             "fingerprint": json.dumps(fingerprint, sort_keys=True),
@@ -241,6 +256,10 @@ def train_lens(
     t0 = time.perf_counter()
     loaded = load_for_training(model, settings, revision)
     loaded_at = time.perf_counter()
+    if settings.sites == "all":
+        reason = parallel_block_reason(loaded.config, loaded.bridge.cfg, loaded.bridge.hook_dict)
+        if reason is not None:
+            raise LensdbError(f"--sites all: model {loaded.source.name} has no mid residual ({reason}); use --sites post")
     seq_len = settings.seq_len or min(MAX_SEQ_LEN, loaded.n_ctx)
     if seq_len > loaded.n_ctx:
         raise LensdbError(f"--seq-len {seq_len} exceeds the model's context of {loaded.n_ctx}")
@@ -256,6 +275,7 @@ def train_lens(
         "momentum": settings.momentum,
         "weight_decay": settings.weight_decay,
         "seed": settings.seed,
+        **({"sites": settings.sites} if settings.sites != "post" else {}),
     }
     work_existed = work.exists()
     try:  # before training: a folder that cannot be written fails now, not at the first checkpoint
@@ -269,15 +289,17 @@ def train_lens(
         )
         trained_at = time.perf_counter()
         batch = plan.batch_size
-        tuned_kl = layer_kl_bits(loaded, held_out, translators, batch) if held_out.shape[0] else [None] * (loaded.n_layers + 1)
-        if not all(kl is None or math.isfinite(kl) for kl in tuned_kl):
+        site_slots = slots(loaded, settings.sites)
+        no_kl = dict.fromkeys(zip(site_slots.layers.tolist(), site_slots.sites))
+        tuned_kl = site_kl_bits(loaded, held_out, translators, batch, settings.sites) if held_out.shape[0] else no_kl
+        if not all(kl is None or math.isfinite(kl) for kl in tuned_kl.values()):
             raise TrainingDiverged(_diverged("(the trained lens's held-out KL)", settings))
     except TrainingDiverged:
         # No lens, and no checkpoint that a rerun would resume into the same divergence.
         checkpoint.unlink(missing_ok=True)
         _remove_work_folder(work, name is not None or not work_existed)
         raise
-    logit_kl = layer_kl_bits(loaded, held_out, None, batch) if held_out.shape[0] else [None] * (loaded.n_layers + 1)
+    logit_kl = site_kl_bits(loaded, held_out, None, batch, settings.sites) if held_out.shape[0] else no_kl
     lens_name = name or target.name
     hash_of_unembed = unembed_hash(loaded.unembed_weight)
     config = {
@@ -285,10 +307,12 @@ def train_lens(
         "base_model_revision": None if loaded.source.local_path is not None else loaded.revision,
         "unembed_hash": hash_of_unembed,
     }
-    translators = TunedTranslators(translators.weight, translators.bias, config, name=name)
-    layers = [
-        {"layer": layer, "kl_bits": tuned_kl[layer], "final_ln_kl_bits": logit_kl[layer], "train_kl_bits": last_kl[layer] if layer < loaded.n_layers else None}
-        for layer in range(loaded.n_layers + 1)
+    translators = replace(translators, config=config, name=name)
+    train_kl = dict(zip(((int(site_slots.layers[slot]), str(site_slots.sites[slot])) for slot in range(site_slots.n_slots) if slot != site_slots.last_post), last_kl))
+    layers = [  # post sites 0..n_layers, then (with --sites all) mid sites 1..n_layers
+        {"layer": layer, "site": site, "kl_bits": tuned_kl[layer, site], "final_ln_kl_bits": logit_kl[layer, site], "train_kl_bits": train_kl.get((layer, site))}
+        for site in settings.sites_trained
+        for layer in (range(loaded.n_layers + 1) if site == "post" else range(1, loaded.n_layers + 1))
     ]
     common = {
         "lens": lens_name,
@@ -325,6 +349,7 @@ def train_lens(
         "windows_per_step": plan.windows_per_step,
         "batch_size": plan.batch_size,
         "resumed_at_step": resumed_at,
+        "sites": settings.sites,
         "layers": layers,
     }
     rows = [{**common, **layer} for layer in layers]
@@ -333,7 +358,7 @@ def train_lens(
         shutil.rmtree(staged, ignore_errors=True)
         written = store.write_lens_folder(staged, translators, rows, settings_json)
         path = store.commit_stored_lens(staged, warehouse_path, name)
-        written = TunedTranslators(written.weight, written.bias, written.config, written.sha256, str(path), name)
+        written = replace(written, origin=str(path), name=name)
         _remove_work_folder(work, True)
     else:
         written = store.write_lens_folder(target, translators, rows, settings_json)
@@ -343,7 +368,7 @@ def train_lens(
         path=path,
         translators=written,
         layers=layers,
-        settings={**settings_json, "lens_sha256": written.sha256},
+        settings={**settings_json, "lens_sha256": written.content_sha256},
         resumed_at_step=resumed_at,
         timings={"load_seconds": loaded_at - t0, "train_seconds": trained_at - loaded_at},
     )

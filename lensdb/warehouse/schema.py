@@ -213,7 +213,7 @@ VOCAB = pa.schema(
     ]
 )
 
-# A stored tuned lens: one row per layer 0..n_layers, its training settings repeated.
+# A stored tuned lens: one row per layer 0..n_layers (and per mid site 1..n_layers), its training settings repeated.
 LENSES = pa.schema(
     [
         ("lens", _str),  # the name it is stored under (`lenses/<lens>/`)
@@ -245,6 +245,7 @@ LENSES = pa.schema(
         ("kl_bits", _f64),  # held-out mean KL(model's final distribution || tuned lens), bits
         ("final_ln_kl_bits", _f64),  # the same for the final_ln logit lens
         ("train_kl_bits", _f64),  # mean KL(final || tuned lens) over the last training step; NULL at n_layers
+        ("site", _str),  # post, or mid (train-lens --sites all: block layer-1's residual between attention and MLP)
     ]
 )
 

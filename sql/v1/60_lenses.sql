@@ -1,7 +1,8 @@
 -- view:    v1.lenses
 -- version: 1
 -- what:    tuned lenses stored in the warehouse (`lensdb train-lens --name`), one row per
---          lens x layer (0..n_layers; the last layer's translator is the identity): the
+--          lens x layer (0..n_layers; the last layer's translator is the identity) x site
+--          (post; with `train-lens --sites all` also mid, layers 1..n_layers): the
 --          training settings, and the mean KL(model's final distribution || lens) in bits
 --          on the held-out end of the corpus of the tuned lens (kl_bits) and of the
 --          final_ln logit lens (final_ln_kl_bits), and over the last training step
@@ -12,7 +13,8 @@
 --          rows are all NULL and left out by the file-name filter). {{ROOT}} is the warehouse
 --          (glob characters escaped) or a folder linking to it (lensdb/catalog.py); the lens
 --          folder is matched at the end of the file name, so nothing in the warehouse's path
---          decides what is read.
+--          decides what is read. Lenses stored before the `site` column read as post
+--          (union_by_name).
 CREATE SCHEMA IF NOT EXISTS v1;
 
 -- columns:
@@ -45,7 +47,8 @@ CREATE SCHEMA IF NOT EXISTS v1;
 --   kl_bits                    held-out mean KL(final distribution || tuned lens), bits
 --   final_ln_kl_bits           the same for the final_ln logit lens
 --   train_kl_bits              mean KL over the last training step (NULL at the last layer)
+--   site                       post, or mid (block layer-1's residual between attention and MLP)
 CREATE OR REPLACE VIEW v1.lenses AS
-SELECT * EXCLUDE (filename)
-FROM read_parquet('{{ROOT}}/*/*/lens.parquet', hive_partitioning = false, filename = true)
+SELECT * EXCLUDE (filename, site), coalesce(site, 'post') AS site
+FROM read_parquet('{{ROOT}}/*/*/lens.parquet', hive_partitioning = false, filename = true, union_by_name = true)
 WHERE regexp_matches(filename, '[/\\]lenses[/\\][^/\\]+[/\\]lens\.parquet$');

@@ -18,7 +18,7 @@ from lensdb.errors import LensdbError
 from lensdb.extract.engine import extract
 from lensdb.legacy.export import export
 from lensdb.run_settings import RecordSettings
-from tests.conftest import _byte_bpe_tokenizer, write_jsonl
+from tests.conftest import _byte_bpe_tokenizer
 from tests.reference import layers_and_norms, load_hf, mid_residuals
 
 LENSES = ("norm", "final_ln", "raw")

@@ -9,8 +9,7 @@ embeddings where the model has them), layer i is the residual after block i-1.
 | ----------------- | --------------------------------------------------------------------- |
 | `apply_norm`      | RMSNorm / LayerNorm in float32 with the model's parameters            |
 | `apply_norms`     | one norm per layer, for a lens whose norm changes with the layer       |
-| `per_layer`       | a per-layer map (a tuned lens's translators) over stacked layers       |
-| `per_site`        | the same with one map per layer and site (post or mid)                 |
+| `per_site`        | a map per layer and site (a tuned lens's translators) over stacked slots |
 | `project`         | logits = x W_U (+ b_U) in float32                                      |
 | `split_parts`     | float32 x -> half-precision parts whose sum is x to ~22-24 bits         |
 | `project_split`   | the float32 product from half-precision matmuls with float32 accumulation |
@@ -54,11 +53,6 @@ def apply_norm(residual: torch.Tensor, norm: Norm | None) -> torch.Tensor:
 def apply_norms(residuals: torch.Tensor, norms: list[Norm | None]) -> torch.Tensor:
     """(layers, ..., d_model): layer i normalised with norms[i]."""
     return torch.stack([apply_norm(residuals[i], norm) for i, norm in enumerate(norms)])
-
-
-def per_layer(transform: Callable[[torch.Tensor, int], torch.Tensor], residuals: torch.Tensor, layers) -> torch.Tensor:
-    """(layers, ..., d_model): transform(residuals[i], layers[i]) for each layer i."""
-    return torch.stack([transform(residuals[i], int(layer)) for i, layer in enumerate(layers)])
 
 
 def per_site(transform: Callable[[torch.Tensor, int, str], torch.Tensor], residuals: torch.Tensor, layers, sites) -> torch.Tensor:

@@ -118,9 +118,7 @@ class TunedLens(Lens):
     def translated(self, residuals, layers, sites=None):
         from lensdb.extract import lens as lens_math
 
-        if sites is None:
-            return lens_math.per_layer(self.translators.translate, residuals, layers)
-        return lens_math.per_site(self.translators.translate, residuals, layers, sites)
+        return lens_math.per_site(self.translators.translate, residuals, layers, ["post"] * len(layers) if sites is None else sites)
 
     def describe(self) -> dict:
         return super().describe() | {"sha256": self.translators.content_sha256, "origin": self.translators.origin, "sites": list(self.translators.sites)}

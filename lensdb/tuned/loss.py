@@ -51,6 +51,12 @@ def slots(model: LoadedModel, sites: str = "post") -> SiteLayout:
     return site_layout(model.n_layers, sites)
 
 
+def trained_slots(layout: SiteLayout) -> list[tuple[int, int, str]]:
+    """(slot, layer, site) of every slot with a translator to train: all but the last post
+    site, whose translator is the identity."""
+    return [(slot, int(layout.layers[slot]), str(layout.sites[slot])) for slot in range(layout.n_slots) if slot != layout.last_post]
+
+
 def forward(model: LoadedModel, windows: torch.Tensor, layout: SiteLayout | None = None) -> capture.PassOutput:
     """One forward pass; residuals[i] is slot i of `layout` (default: the post sites 0..n_layers)."""
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
@@ -79,9 +85,3 @@ def site_kl_bits(model: LoadedModel, windows: torch.Tensor, translators: TunedTr
         tokens += output.logits.shape[0]
     means = (sums / max(tokens, 1) / LN2).tolist()
     return {(layer, site): kl for layer, site, kl in zip(layout.layers.tolist(), layout.sites, means)}
-
-
-def layer_kl_bits(model: LoadedModel, windows: torch.Tensor, translators: TunedTranslators | None, batch_size: int) -> list[float]:
-    """Mean KL(final || lens) in bits per layer 0..n_layers (post sites) over `windows`."""
-    by_site = site_kl_bits(model, windows, translators, batch_size)
-    return [by_site[(layer, "post")] for layer in range(model.n_layers + 1)]

@@ -12,7 +12,6 @@ A stored lens appears in one rename of its complete folder, like a run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re

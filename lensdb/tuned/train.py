@@ -48,18 +48,18 @@ import torch
 import lensdb as lensdb_package
 from lensdb.errors import LensdbError, TunedLensError
 from lensdb.extract.device import choose_device, choose_dtype
+from lensdb.extract.sites import parallel_block_reason
 from lensdb.extract.model import LoadedModel, check_causal_lm, estimate_weight_bytes, load_config, load_model, resolve_source
 from lensdb.lenses import check_not_a_kind
 from lensdb.tuned import store
 from lensdb.tuned.corpus import Corpus, read_corpus, split_windows, token_windows
 from lensdb.tuned.format import CONFIG_FILE, TunedTranslators, unembed_hash, write_atomic
-from lensdb.extract.sites import parallel_block_reason
-from lensdb.tuned.loss import LN2, Decoder, forward, kl_nats, layer_kl_bits, site_kl_bits, slots
+from lensdb.tuned.loss import LN2, Decoder, forward, kl_nats, site_kl_bits, slots, trained_slots
 from lensdb.tuned.plan import MAX_SEQ_LEN, Plan, TrainSettings, make_plan
 from lensdb.warehouse import layout
 
 __all__ = ["CHECKPOINT_FILE", "Corpus", "Plan", "TrainResult", "TrainSettings", "TrainingDiverged", "TunedLensError", "fit_translators",
-           "layer_kl_bits", "load_for_training", "make_plan", "read_corpus", "split_windows", "token_windows", "train_lens"]
+           "load_for_training", "make_plan", "read_corpus", "split_windows", "token_windows", "train_lens"]
 
 MAX_GRAD_NORM = 1.0
 CHECKPOINT_FILE = "train-checkpoint.pt"
@@ -122,8 +122,7 @@ def fit_translators(
 
     n, d = model.n_layers, model.d_model
     layout = slots(model, settings.sites)
-    # Every slot but the last post site (its translator is the identity) is trained.
-    trained = [slot for slot in range(layout.n_slots) if slot != layout.last_post]
+    trained = trained_slots(layout)
     params = {"weight": torch.zeros(n, d, d, device=model.device, requires_grad=True),
               "bias": torch.zeros(n, d, device=model.device, requires_grad=True)}
     if settings.sites == "all":
@@ -154,9 +153,8 @@ def fit_translators(
             kl_sums = torch.zeros(len(trained), dtype=torch.float64)
             for start in range(0, len(order), plan.batch_size):
                 output = forward(model, train[order[start : start + plan.batch_size]], layout)
-                for row, slot in enumerate(trained):
+                for row, (slot, layer, site) in enumerate(trained):
                     residual = output.residuals[slot]
-                    layer, site = int(layout.layers[slot]), str(layout.sites[slot])
                     for lo in range(0, residual.shape[0], decoder.chunk_tokens):
                         # clone(): run_pass returns inference tensors, which autograd cannot save.
                         chunk = residual[lo : lo + decoder.chunk_tokens].clone()
@@ -166,9 +164,8 @@ def fit_translators(
                         kl_sums[row] += kl.detach().sum().double().cpu()
                 del output
             # Clipped per site: the post translators train exactly as without mid ones.
-            for site_params in ((params["weight"], params["bias"]), tuple(params[k] for k in ("mid_weight", "mid_bias") if k in params)):
-                if site_params:
-                    torch.nn.utils.clip_grad_norm_(site_params, MAX_GRAD_NORM)
+            for site in settings.sites_trained:
+                torch.nn.utils.clip_grad_norm_([tensor for key, tensor in params.items() if key.startswith("mid_") == (site == "mid")], MAX_GRAD_NORM)
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
             last_kl = (kl_sums / step_tokens / LN2).tolist()
@@ -308,7 +305,7 @@ def train_lens(
         "unembed_hash": hash_of_unembed,
     }
     translators = replace(translators, config=config, name=name)
-    train_kl = dict(zip(((int(site_slots.layers[slot]), str(site_slots.sites[slot])) for slot in range(site_slots.n_slots) if slot != site_slots.last_post), last_kl))
+    train_kl = {(layer, site): kl for (_, layer, site), kl in zip(trained_slots(site_slots), last_kl)}
     layers = [  # post sites 0..n_layers, then (with --sites all) mid sites 1..n_layers
         {"layer": layer, "site": site, "kl_bits": tuned_kl[layer, site], "final_ln_kl_bits": logit_kl[layer, site], "train_kl_bits": train_kl.get((layer, site))}
         for site in settings.sites_trained

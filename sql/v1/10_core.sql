@@ -52,7 +52,7 @@ CREATE SCHEMA IF NOT EXISTS v1;
 --   last_layer_flagged         that KL is above 1e-3 bits (e.g. a soft-capped head)
 --   legacy_blocks              imported runs: the JSON blocks the legacy file had
 --   source_files_sha256        imported runs: hash of the legacy files (import-legacy skips a repeat)
---   lens_details               JSON list of the run's lenses: name, kind, spec (tuned: sha256, origin)
+--   lens_details               JSON list of the run's lenses: name, kind, spec (tuned: sha256, origin, sites)
 --   reference_lens             the lens kl_vs_norm_bits compares with (norm by default; NULL: none)
 --   unembed_precision          how lens logits were computed: float32, or a half-precision split
 --   settings_sha256            hash of the options that change records (lensdb sweep skips a repeat)

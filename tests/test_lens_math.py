@@ -9,7 +9,7 @@ import torch
 from lensdb.extract import lens
 from lensdb.extract.unembedding import Unembedding
 from lensdb.lenses import FinalNormLens, LensSpec, NormLens, norm_for
-from lensdb.extract.stats import NO_TOKEN, chunk_statistics, head_consistency, kl_bits
+from lensdb.extract.stats import NO_TOKEN, chunk_statistics, count_above_numpy, count_above_torch, head_consistency, kl_bits
 
 
 @pytest.mark.parametrize(
@@ -130,6 +130,21 @@ def test_statistics_against_plain_definitions(block_bytes):
         answer_ids=answers, paired_ids=paired, top_k=5, reference="norm",
     )
     assert alone["raw"].kl_vs_reference_bits is None
+
+
+@pytest.mark.parametrize("count_above", [count_above_numpy, count_above_torch])
+def test_count_above_counts_strictly_larger_values(count_above):
+    torch.manual_seed(3)
+    values = torch.randn(2, 5, 40).round(decimals=1)  # many ties
+    values[0, 1, 3] = float("nan")
+    thresholds = torch.cat([values[..., :3], torch.tensor([-10.0, 10.0, float("nan")]).expand(2, 5, 3)], dim=-1)
+    counts = count_above(values, thresholds)
+    assert counts.dtype == torch.int32 and counts.shape == (2, 5, 6)
+    for index in np.ndindex(2, 5):
+        row = values[index].tolist()
+        for column, limit in enumerate(thresholds[index].tolist()):
+            assert counts[index][column] == sum(value > limit for value in row)  # NaN is above nothing, nothing is above NaN
+    assert count_above(values[0], thresholds[0, :, :1]).shape == (5, 1)
 
 
 @pytest.mark.parametrize("one_row_at_a_time", [True, False])

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lensdb.extract.gold import encode
+from lensdb.extract.stats import count_above
 
 VARIANTS = (("no_space", "{}"), ("with_space", " {}"))
 NO_TOKEN = -1
@@ -98,8 +99,7 @@ def group_statistics(probs: torch.Tensor, index: torch.Tensor, mask: torch.Tenso
     mass = torch.where(mask, gathered, torch.zeros((), dtype=probs.dtype, device=probs.device)).sum(dim=-1)
     best_p, best_k = torch.where(mask, gathered, torch.full((), -1.0, dtype=probs.dtype, device=probs.device)).max(dim=-1)
     best_id = index.expand(*best_k.shape[:-1], *index.shape).gather(-1, best_k.unsqueeze(-1)).squeeze(-1)
-    # One comparison over the vocabulary per group (groups are few; no (..., G, V) tensor).
-    rank = torch.stack([(probs > best_p[..., g : g + 1]).sum(dim=-1, dtype=torch.int32) + 1 for g in range(index.shape[0])], dim=-1)
+    rank = count_above(probs, best_p) + 1
     empty = ~mask.any(dim=-1)
     return mass, best_id.masked_fill(empty, NO_TOKEN), rank.masked_fill(empty, NO_TOKEN)
 

@@ -9,7 +9,7 @@ import torch
 from lensdb.extract import lens
 from lensdb.extract.unembedding import Unembedding
 from lensdb.lenses import FinalNormLens, LensSpec, NormLens, norm_for
-from lensdb.extract.stats import NO_TOKEN, chunk_statistics, count_above_numpy, count_above_torch, head_consistency, kl_bits
+from lensdb.extract.stats import NO_TOKEN, chunk_statistics, count_above, count_above_numpy, count_above_torch, head_consistency, kl_bits
 
 
 @pytest.mark.parametrize(
@@ -147,6 +147,11 @@ def test_count_above_counts_strictly_larger_values(count_above):
     assert count_above(values[0], thresholds[0, :, :1]).shape == (5, 1)
 
 
+def test_count_above_takes_bfloat16_on_cpu():
+    values = torch.tensor([[0.5, 0.25, 0.25, 0.0]], dtype=torch.bfloat16)
+    assert count_above(values, values).tolist() == [[0, 1, 1, 3]]
+
+
 @pytest.mark.parametrize("one_row_at_a_time", [True, False])
 def test_head_consistency_finds_the_temperature(one_row_at_a_time):
     torch.manual_seed(2)
@@ -164,3 +169,41 @@ def test_head_consistency_finds_the_temperature(one_row_at_a_time):
     expected = kl_bits(torch.log_softmax(z / 2.0, -1), capped).tolist()
     assert fit.kl_after_scale_bits.tolist() == pytest.approx(expected)
     assert fit.kl_after_scale_then_softcap_bits.shape == (3,)
+
+
+# every block size: one row, uneven blocks, a layer, the whole chunk (GPUs)
+@pytest.mark.parametrize("block_bytes", [50 * 4, 3 * 50 * 4, 1 << 20, None])
+def test_group_statistics_against_plain_definitions(block_bytes):
+    from lensdb.extract.groups import GroupTracker
+
+    torch.manual_seed(2)
+    logits = torch.randn(3, 7, 50) * 3
+    logits[1, 2, 11] = logits[1, 2, 12] = logits[1, 2].max() + 1  # a tie at the top, inside a group
+    final = torch.randn(7, 50)
+    index = torch.tensor([[11, 12, 30], [5, 0, 0], [0, 0, 0]])
+    mask = torch.tensor([[True, True, True], [True, False, False], [False, False, False]])  # the last group has no token
+    answer_index = torch.randint(0, 50, (7, 2))
+    answer_mask = torch.tensor([[True, True], [True, False], [False, False]] + [[True, True]] * 4)
+    tracker = GroupTracker(index, mask, answer_index, answer_mask, answer_mask.any(dim=-1))
+    stats = chunk_statistics(
+        {"norm": logits}, final_log_probs=torch.log_softmax(final, -1), final_logits_unit=final / final.norm(dim=-1, keepdim=True),
+        answer_ids=torch.full((7,), NO_TOKEN), paired_ids=torch.full((7,), NO_TOKEN), top_k=5, block_bytes=block_bytes, groups=tracker,
+    )["norm"].groups
+    p = torch.softmax(logits.double(), -1)
+    assert stats.gathered is None  # dropped once the chunk is done: it never leaves the device
+    for layer, position in np.ndindex(3, 7):
+        row = p[layer, position]
+        for group in range(3):
+            ids = index[group][mask[group]]
+            if len(ids) == 0:
+                assert stats.mass[layer, position, group] == 0
+                assert stats.best_id[layer, position, group] == NO_TOKEN and stats.best_rank[layer, position, group] == NO_TOKEN
+                continue
+            assert stats.mass[layer, position, group].item() == pytest.approx(row[ids].sum().item(), abs=1e-6)
+            best = int(stats.best_id[layer, position, group])
+            assert best in ids.tolist() and row[best] == row[ids].max()
+            assert stats.best_rank[layer, position, group] == 1 + (row > row[best]).sum()
+        answers = answer_index[position][answer_mask[position]]
+        expected = row[answers].sum().item() if len(answers) else float("nan")
+        assert stats.answer_mass[layer, position].item() == pytest.approx(expected, abs=1e-6, nan_ok=True)
+    assert stats.best_rank[1, 2, 0] == 1  # the tied top tokens both rank first

@@ -8,11 +8,16 @@ The maths is pure tensor functions over full next-token distributions (not the t
 | ------------------ | -------------------------------------------------------------------------- |
 | `resolve_words`    | words -> first token id per spacing variant (host, once per run)           |
 | `group_index`      | resolved words -> a padded (groups, width) id matrix and its mask          |
-| `group_statistics` | probs (..., V) -> per group: mass, best token id and its 1-based rank       |
+| `group_probs`      | probs (..., V) -> each group's token probabilities (..., G, K)             |
+| `best_probs`       | those -> each group's best probability (..., G), the threshold of its rank  |
+| `group_summary`    | those -> per group: mass and best token id                                 |
 | `set_mass`         | probs (..., B, V) and a per-row padded id matrix (B, A) -> mass (..., B)    |
 
 Ranks count as the records' answer_rank does: 1 + the number of tokens with strictly
-larger probability. A group none of whose words tokenize has mass 0 and no best token.
+larger probability (stats.count_above). A group none of whose words tokenize has mass 0
+and no best token. The statistics stage works on cache-sized blocks of rows: per block only
+the group probabilities and the rank counts, which need the block's full distributions;
+masses and best tokens once per chunk (GroupTracker), in few large kernels.
 """
 
 from __future__ import annotations
@@ -89,19 +94,26 @@ class GroupStats:
     best_rank: torch.Tensor  # int32, NO_TOKEN where the group has no token
     best_id: torch.Tensor  # int64, NO_TOKEN where the group has no token
     answer_mass: torch.Tensor | None  # float32, nan where the prompt has no answer set
+    gathered: torch.Tensor | None = None  # (layers, positions, G, K) while the chunk is filled; None after finish
 
 
-def group_statistics(probs: torch.Tensor, index: torch.Tensor, mask: torch.Tensor):
-    """probs (..., V); index / mask (G, K) -> mass, best_id, best_rank, each (..., G).
+def group_probs(probs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """probs (..., V); index (G, K) -> the probabilities of each group's tokens (..., G, K)."""
+    return probs[..., index]
 
-    Rows of a group without tokens get mass 0, best_id and best_rank NO_TOKEN."""
-    gathered = probs[..., index]  # (..., G, K)
-    mass = torch.where(mask, gathered, torch.zeros((), dtype=probs.dtype, device=probs.device)).sum(dim=-1)
-    best_p, best_k = torch.where(mask, gathered, torch.full((), -1.0, dtype=probs.dtype, device=probs.device)).max(dim=-1)
+
+def best_probs(gathered: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(..., G, K) group probabilities -> each group's largest (..., G); -1 for a group without tokens."""
+    return gathered.masked_fill(~mask, -1.0).amax(dim=-1)
+
+
+def group_summary(gathered: torch.Tensor, index: torch.Tensor, mask: torch.Tensor):
+    """(..., G, K) group probabilities -> mass and best token id (..., G); a group without
+    tokens has mass 0 and best id NO_TOKEN."""
+    mass = gathered.masked_fill(~mask, 0.0).sum(dim=-1)
+    best_k = gathered.masked_fill(~mask, -1.0).argmax(dim=-1)
     best_id = index.expand(*best_k.shape[:-1], *index.shape).gather(-1, best_k.unsqueeze(-1)).squeeze(-1)
-    rank = count_above(probs, best_p) + 1
-    empty = ~mask.any(dim=-1)
-    return mass, best_id.masked_fill(empty, NO_TOKEN), rank.masked_fill(empty, NO_TOKEN)
+    return mass, best_id.masked_fill(~mask.any(dim=-1), NO_TOKEN)
 
 
 def set_mass(probs: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -124,21 +136,29 @@ class GroupTracker:
     has_answers: torch.Tensor | None = None  # (P,) bool
 
     def empty(self, layers: int, positions: int, device) -> GroupStats:
-        groups = 0 if self.index is None else self.index.shape[0]
+        groups, width = (0, 1) if self.index is None else self.index.shape
         return GroupStats(
             mass=torch.empty(layers, positions, groups, device=device),
             best_rank=torch.empty(layers, positions, groups, dtype=torch.int32, device=device),
             best_id=torch.empty(layers, positions, groups, dtype=torch.long, device=device),
             answer_mass=None if self.answer_index is None else torch.empty(layers, positions, device=device),
+            gathered=None if self.index is None else torch.empty(layers, positions, groups, width, device=device),
         )
 
     def fill(self, out: GroupStats, at, rows: slice, probs: torch.Tensor) -> None:
+        """One block: what needs its full distributions (group probabilities, rank counts)."""
         if self.index is not None:
-            mass, best_id, rank = group_statistics(probs, self.index, self.mask)
-            out.mass[at], out.best_id[at], out.best_rank[at] = mass, best_id, rank
+            gathered = group_probs(probs, self.index)
+            out.gathered[at] = gathered
+            out.best_rank[at] = count_above(probs, best_probs(gathered, self.mask))
         if self.answer_index is not None:
             out.answer_mass[at] = set_mass(probs, self.answer_index[rows], self.answer_mask[rows])
 
     def finish(self, out: GroupStats) -> None:
+        """The whole chunk at once: masses, best tokens, ranks from counts."""
+        if self.index is not None:
+            out.mass, out.best_id = group_summary(out.gathered, self.index, self.mask)
+            out.best_rank.add_(1).masked_fill_(~self.mask.any(dim=-1), NO_TOKEN)
+            out.gathered = None
         if out.answer_mass is not None:
             out.answer_mass.masked_fill_(~self.has_answers.expand_as(out.answer_mass), float("nan"))

@@ -172,7 +172,7 @@ def _block_statistics(logits, out: LensStats, at, final_log_probs, final_unit, g
 def count_above(values: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """int32 (..., T): how many of a row's values (..., V) are strictly above each of its
     thresholds (..., T). 1 + this count is a token's rank (ties share the better rank)."""
-    if values.device.type == "cpu":
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):  # numpy has no bfloat16
         return count_above_numpy(values, thresholds)
     return count_above_torch(values, thresholds)
 

@@ -178,7 +178,9 @@ def count_above(values: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 
 def count_above_torch(values: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    return (values.unsqueeze(-2) > thresholds.unsqueeze(-1)).sum(dim=-1, dtype=torch.int32)
+    # One threshold at a time: a GPU chunk is a whole lens, and one bool per value is enough.
+    columns = [(values > thresholds[..., j : j + 1]).sum(dim=-1, dtype=torch.int32) for j in range(thresholds.shape[-1])]
+    return torch.stack(columns, dim=-1)
 
 
 def count_above_numpy(values: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:

@@ -136,13 +136,13 @@ class GroupTracker:
     has_answers: torch.Tensor | None = None  # (P,) bool
 
     def empty(self, layers: int, positions: int, device) -> GroupStats:
-        groups, width = (0, 1) if self.index is None else self.index.shape
+        groups = 0 if self.index is None else self.index.shape[0]
         return GroupStats(
             mass=torch.empty(layers, positions, groups, device=device),
             best_rank=torch.empty(layers, positions, groups, dtype=torch.int32, device=device),
             best_id=torch.empty(layers, positions, groups, dtype=torch.long, device=device),
             answer_mass=None if self.answer_index is None else torch.empty(layers, positions, device=device),
-            gathered=None if self.index is None else torch.empty(layers, positions, groups, width, device=device),
+            gathered=None if self.index is None else torch.empty(layers, positions, *self.index.shape, device=device),
         )
 
     def fill(self, out: GroupStats, at, rows: slice, probs: torch.Tensor) -> None:

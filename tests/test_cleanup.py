@@ -8,8 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
-from lensdb import runs
+import pytest
+
+from lensdb import files, runs
 from lensdb.warehouse import layout
 from tests.cli_helpers import run_cli
 from tests.warehouse_fixtures import build_warehouse
@@ -52,3 +55,29 @@ def test_cleanup_refuses_a_bad_age(tmp_path):
     warehouse = build_warehouse(tmp_path / "wh")
     result = run_cli("cleanup", "--older-than", "soon", "--warehouse", warehouse)
     assert result.exit_code != 0 and "--older-than" in result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_killed_writer_not_yet_reaped_counts_as_dead(tmp_path):
+    """A killed writer whose parent has not reaped it (a zombie: in containers whose init reaps
+    slowly, every killed extract is one for a while) no longer writes: its staging folder goes."""
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        writer.kill()
+        deadline = time.monotonic() + 30
+        while _process_state(writer.pid) != "Z":  # killed; not waited for, so it stays a zombie
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert files.owner_dead_here(str(writer.pid), socket.gethostname())
+        staging = tmp_path / "_staging"
+        (staging / f"r-killed@{writer.pid}@{socket.gethostname()}" / "records").mkdir(parents=True)
+        (staging / f"r-live@{os.getpid()}@{socket.gethostname()}").mkdir()
+        files.remove_stale_folders(staging)
+        assert [p.name for p in staging.iterdir()] == [f"r-live@{os.getpid()}@{socket.gethostname()}"]
+    finally:
+        writer.wait()
+    assert files.owner_dead_here(str(writer.pid), socket.gethostname())  # reaped: gone for good
+
+
+def _process_state(pid: int) -> str:
+    return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]

@@ -86,24 +86,14 @@ def owner_tag() -> str:
 def pid_alive(pid: int) -> bool:
     """The process runs. A zombie (killed, not yet reaped) does not: in containers whose init
     reaps slowly or never, a killed writer stays a zombie and its folders would never be removed."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
+    import psutil  # not at import time: most commands never ask
 
-
-def _zombie(pid: int) -> bool:
-    """Linux's /proc says the process has exited (state Z or X); False where there is no /proc."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return Path("/proc/self").exists()  # reaped since os.kill; without /proc, cannot tell
-    except OSError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
         return False
-    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+    except psutil.AccessDenied:
+        return True  # another user's process: it exists
 
 
 def owner_alive_here(pid: str, host: str) -> bool:
